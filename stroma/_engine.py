@@ -1,0 +1,837 @@
+"""The step loop: validate, attempt, classify, back off, budget, checkpoint, emit.
+
+This is the only place that decides anything. Everything it decides is published as a
+lifecycle event (:mod:`stroma.events`); the trace, run files, hooks and telemetry only listen.
+
+Hot-path rules (people run thousands of nodes): nothing here grows with the run's length
+(running totals, cached signatures and policies), an input that already is an instance of the
+node's schema is not validated again, and a run with no hooks builds no coroutine per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from stroma import events as ev
+from stroma._clock import current_clock, jitter_rng
+from stroma._config import RunConfig
+from stroma.checkpoint import CheckpointManager, RunManifest, RunProgress
+from stroma.contracts import (
+    ContractRegistry,
+    ContractViolation,
+    NodeContract,
+    UntypedState,
+    validate_boundary,
+)
+from stroma.cost import BudgetExceeded, CostTracker, estimate_cost_usd, resolve_model_hint
+from stroma.errors import NodeReturnTypeError, StoreUnavailableError
+from stroma.failures import (
+    FailureClass,
+    FailurePolicy,
+    NodeContext,
+    RetryBudget,
+    backoff_delay,
+    classify_with_reason,
+)
+from stroma.hooks import Dispatcher, NodeHooks, global_hooks
+from stroma.runfile import RunFileWriter
+from stroma.trace import ExecutionResult, ExecutionTrace, RunStatus, TraceEvent
+
+__all__ = ["ReliabilityContext", "execute_step"]
+
+logger = logging.getLogger("stroma")
+
+IDEMPOTENCY_KEY = "_stroma_idempotency_key"
+MODEL_KEY = "_stroma_model"
+
+_arity: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def takes_context(func: Callable[..., Any]) -> bool:
+    """Whether ``func`` accepts a second positional argument (the shared context). Cached."""
+    key = getattr(func, "__func__", func)
+    try:
+        return _arity[key]
+    except (KeyError, TypeError):
+        pass
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        result = False
+    else:
+        positional = [
+            p
+            for p in params
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        result = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+    try:
+        _arity[key] = result
+    except TypeError:
+        pass  # not weak-referenceable: recomputed next time
+    return result
+
+
+def error_type(exc: BaseException) -> str:
+    """The exception's qualified class name (``builtins`` omitted)."""
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def split_output(raw: Any, node_id: str) -> tuple[Any, int, int, str | None, int]:
+    """(output, input_tokens, output_tokens, model, total_tokens) from a node's return value."""
+    if type(raw) is dict or isinstance(raw, BaseModel | dict):
+        return raw, 0, 0, None, 0
+    if isinstance(raw, tuple) and 2 <= len(raw) <= 4:
+        out = raw[0]
+        try:
+            if len(raw) == 2:
+                tokens = int(raw[1])
+                return out, tokens, 0, None, tokens
+            in_tokens, out_tokens = int(raw[1]), int(raw[2])
+            model = raw[3] if len(raw) == 4 else None
+            if model is not None and not isinstance(model, str):
+                raise TypeError
+        except (TypeError, ValueError):
+            pass
+        else:
+            return out, in_tokens, out_tokens, model, in_tokens + out_tokens
+    raise NodeReturnTypeError(
+        f"node '{node_id}' returned {type(raw).__name__} ({_short(raw)}); a node returns a dict "
+        "of its output fields (or a pydantic model), or a usage tuple: (output, tokens), "
+        "(output, input_tokens, output_tokens) or (output, input_tokens, output_tokens, model)"
+    )
+
+
+async def _call(func: Callable[..., Any], state: Any, ctx: Any, with_ctx: bool) -> Any:
+    result = func(state, ctx) if with_ctx else func(state)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+class ReliabilityContext:
+    """Per-run bundle of every reliability primitive the execution loop needs.
+
+    Created once per run with :meth:`for_run`, then threaded through whichever execution
+    strategy drives the steps (the linear runner, ``parallel()``, an agent loop, ``StromaStep``).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        registry: ContractRegistry,
+        checkpoint_manager: CheckpointManager | None,
+        *,
+        hooks: Sequence[NodeHooks] = (),
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.checkpoint_manager = checkpoint_manager
+        self.run_id = config.run_id
+        self.tracker = CostTracker()
+        self.trace = ExecutionTrace()
+        self.retry_budget = RetryBudget()
+        self.failures = 0
+        self.last_failure: tuple[str, FailureClass, BaseException] | None = None
+        self.carrier: dict[str, str] = {}
+        self.run_file: str | None = None
+        self._dispatch = Dispatcher([*config.hook_list(), *hooks, *global_hooks()])
+        self._clock = current_clock()
+        self._rng = jitter_rng()
+        self._writer = RunFileWriter(config.trace_dir) if config.trace_dir is not None else None
+        self._budget = config.budget
+        self._budget_on = not config.budget.is_unlimited
+        self._fallbacks = config.model_fallbacks
+        self._classifiers = config.classifiers
+        self._timeouts = config.node_timeouts
+        self._policies: dict[str, tuple[dict[FailureClass, FailurePolicy], int]] = {}
+        self._committed = 0
+        self._last_node: str | None = None
+        self._t0 = self._clock.monotonic()
+        self._last_out: tuple[Any, dict[str, Any]] | None = None
+
+    @classmethod
+    def for_run(
+        cls,
+        config: RunConfig,
+        registry: ContractRegistry,
+        checkpoint_manager: CheckpointManager | None,
+    ) -> ReliabilityContext:
+        """A fresh context for one run."""
+        return cls(config, registry, checkpoint_manager)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _emit(self, event: ev.LifecycleEvent) -> Awaitable[None] | None:
+        self.trace.log.append(event)
+        if self._writer is not None:
+            self._writer.write(event)
+        if self._dispatch:
+            return self._dispatch.emit(event)
+        return None
+
+    async def emit(self, event: ev.LifecycleEvent) -> None:
+        """Publish ``event`` to the trace, the run file and every hook."""
+        pending = self._emit(event)
+        if pending is not None:
+            await pending
+
+    @property
+    def hook_errors(self) -> int:
+        """How many hook calls raised or timed out in this run."""
+        return self._dispatch.errors
+
+    # -- run boundaries ---------------------------------------------------------------------
+
+    def seed_progress(self, progress: RunProgress) -> None:
+        """Continue from a stored progress record: spend (budgets hold across resumes) and the
+        last committed node."""
+        self.tracker.total_tokens = progress.tokens
+        self.tracker.total_cost_usd = progress.cost_usd
+        self.tracker.total_latency_ms = progress.latency_ms
+        self._committed = progress.committed
+        self._last_node = progress.last_node
+
+    async def start_run(
+        self,
+        pipeline: Sequence[str],
+        *,
+        resumed_from: str | None = None,
+        parent_carrier: dict[str, str] | None = None,
+    ) -> None:
+        """Publish RunStarted, open the run file and record the run's manifest."""
+        clock = self._clock
+        self._t0 = clock.monotonic()
+        started = ev.RunStarted(
+            run_id=self.run_id,
+            ts=clock.time(),
+            pipeline=tuple(pipeline),
+            resumed_from=resumed_from,
+            pipeline_name=self.config.pipeline_name,
+            carrier=self.carrier,
+            parent_carrier=dict(parent_carrier or {}),
+        )
+        self.trace.log.append(started)
+        if self._dispatch:
+            pending = self._dispatch.emit(started)
+            if pending is not None:
+                await pending
+        if self._writer is not None:  # after listeners: the header carries their trace context
+            self.run_file = str(self._writer.start(started))
+        if self.checkpoint_manager is not None:
+            try:
+                await self.checkpoint_manager.save_manifest(
+                    RunManifest(
+                        run_id=self.run_id,
+                        pipeline=list(pipeline),
+                        pipeline_name=self.config.pipeline_name,
+                        carrier=dict(self.carrier),
+                        started_at=started.ts,
+                    )
+                )
+            except StoreUnavailableError as exc:
+                # The first commit will surface the outage as a classified, retried failure.
+                logger.warning("run %s: could not record its manifest (%s)", self.run_id, exc)
+
+    async def finish_run(
+        self, status: RunStatus, final_state: BaseModel | None
+    ) -> ExecutionResult:
+        """Publish RunFinished, record the final status with the run, close the run file."""
+        clock = self._clock
+        failed = self.last_failure if status in (RunStatus.FAILED, RunStatus.PARTIAL) else None
+        await self.emit(
+            ev.RunFinished(
+                run_id=self.run_id,
+                ts=clock.time(),
+                status=status.value,
+                duration_ms=(clock.monotonic() - self._t0) * 1000.0,
+                total_tokens=self.tracker.total_tokens,
+                total_cost_usd=self.tracker.total_cost_usd,
+                failures=self.failures,
+                error_type=error_type(failed[2]) if failed else None,
+                failed_node=failed[0] if failed else None,
+            )
+        )
+        if self.checkpoint_manager is not None:
+            try:
+                await self.checkpoint_manager.save_progress(self._progress(status.value))
+            except StoreUnavailableError as exc:
+                logger.warning("run %s: could not record its final status (%s)", self.run_id, exc)
+        if self._writer is not None:
+            self._writer.close()
+        return self.build_result(status, final_state)
+
+    def abort(self) -> None:
+        """Close the run file of a run that was cancelled or interrupted mid-way."""
+        if self._writer is not None:
+            self._writer.close()
+
+    def build_result(self, status: RunStatus, final_state: BaseModel | None) -> ExecutionResult:
+        """An ExecutionResult from the current tracker and trace."""
+        return ExecutionResult(
+            run_id=self.run_id,
+            status=status,
+            final_state=final_state,
+            trace=self.trace,
+            total_cost_usd=self.tracker.total_cost_usd,
+            total_tokens=self.tracker.total_tokens,
+            hook_errors=self._dispatch.errors,
+            header={"run_file": self.run_file} if self.run_file else {},
+        )
+
+    def _progress(self, status: str) -> RunProgress:
+        tracker = self.tracker
+        return RunProgress.model_construct(
+            run_id=self.run_id,
+            last_node=self._last_node,
+            committed=self._committed,
+            status=status,
+            tokens=tracker.total_tokens,
+            cost_usd=tracker.total_cost_usd,
+            latency_ms=tracker.total_latency_ms,
+            updated_at=self._clock.time(),
+        )
+
+    # -- budgets ----------------------------------------------------------------------------
+
+    def _check_budget(self, node_id: str) -> None:
+        """Publish one BudgetChecked per limited dimension; raise BudgetExceeded on the first
+        dimension over its limit."""
+        exceeded: BudgetExceeded | None = None
+        for dimension, limit, used in self.tracker.budget_status(self._budget):
+            over = used > limit
+            pending = self._emit(
+                ev.BudgetChecked(
+                    run_id=self.run_id,
+                    ts=self._clock.time(),
+                    node_id=node_id,
+                    dimension=dimension,
+                    limit=float(limit),
+                    used=float(used),
+                    decision="deny" if over else "allow",
+                )
+            )
+            if pending is not None:
+                self._background(pending)
+            if over and exceeded is None:
+                exceeded = BudgetExceeded(dimension, limit, used, node_id)
+        if exceeded is not None:
+            raise exceeded
+
+    def _background(self, pending: Awaitable[None]) -> None:
+        # Async hooks on events raised from sync code paths: run them, keep a reference.
+        task = asyncio.ensure_future(pending)
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+    def _policy(self, node_id: str) -> tuple[dict[FailureClass, FailurePolicy], int]:
+        cached = self._policies.get(node_id)
+        if cached is None:
+            policies = self.config.policy_for(node_id)
+            most = max((p.max_retries for p in policies.values()), default=0)
+            cached = (policies, most + 1)
+            self._policies[node_id] = cached
+        return cached
+
+    # -- the step ---------------------------------------------------------------------------
+
+    async def execute_step(
+        self,
+        step_id: str,
+        func: Callable[..., Any],
+        input_state: Any,
+        ctx: Any = None,
+        *,
+        contract: NodeContract | None = None,
+    ) -> BaseModel:
+        """Run one step with validation, retries, cost, budget, fallback, checkpoint and trace.
+
+        Returns the validated output (an instance of ``contract.output_schema``, or an
+        :class:`~stroma.contracts.UntypedState` without a contract). On final failure re-raises
+        the step's last exception; ``last_failure`` holds (step, class, exception).
+        """
+        clock = self._clock
+        run_id = self.run_id
+        policies, max_attempts = self._policy(step_id)
+        if ctx is None:
+            ctx = self.config.context
+        ctx_is_dict = isinstance(ctx, dict)
+        node_t0 = clock.monotonic()
+        pending = self._emit(
+            ev.NodeStarted(
+                run_id=run_id, ts=clock.time(), node_id=step_id, max_attempts=max_attempts
+            )
+        )
+        if pending is not None:
+            await pending
+
+        if self._budget_on:
+            try:
+                self._check_budget(step_id)  # spend carried over from earlier runs
+            except BudgetExceeded as exc:
+                await self._node_failed(step_id, 0, node_t0, FailureClass.RECOVERABLE, exc)
+                raise
+
+        last = self._last_out
+        if last is not None and last[0] is input_state:
+            in_dict = last[1]
+        elif isinstance(input_state, BaseModel):
+            in_dict = input_state.model_dump()
+        elif isinstance(input_state, dict):
+            in_dict = dict(input_state)
+        else:
+            in_dict = {"value": input_state}
+
+        is_group = getattr(func, "_stroma_children", None) is not None
+        with_ctx = takes_context(func)
+        timeout_ms = self._timeouts.get(step_id)
+        declared_model = ctx.get("model") if ctx_is_dict else None
+        if not isinstance(declared_model, str):
+            declared_model = None
+        attempt = 0
+        while True:
+            attempt += 1
+            self.retry_budget.increment(run_id, step_id)
+            model = declared_model
+            fallback_from: str | None = None
+            if declared_model is not None and self._fallbacks:
+                hint = resolve_model_hint(
+                    declared_model, self.tracker, self._budget, self._fallbacks
+                )
+                model, fallback_from = hint.model, hint.fallback_from
+                if fallback_from is not None and model is not None:
+                    now = clock.time()
+                    await self.emit(
+                        ev.BudgetChecked(
+                            run_id=run_id,
+                            ts=now,
+                            node_id=step_id,
+                            dimension="cost",
+                            limit=float(self._budget.max_cost_usd or 0.0),
+                            used=self.tracker.total_cost_usd,
+                            decision="fallback",
+                        )
+                    )
+                    await self.emit(
+                        ev.ModelFallback(
+                            run_id=run_id,
+                            ts=now,
+                            node_id=step_id,
+                            from_model=fallback_from,
+                            to_model=model,
+                            spend_fraction=hint.spend_fraction,
+                        )
+                    )
+            if ctx_is_dict:
+                ctx[IDEMPOTENCY_KEY] = f"{run_id}:{step_id}:{attempt}"
+                if model is not None:
+                    ctx[MODEL_KEY] = model
+            started_ts = clock.time()
+            pending = self._emit(
+                ev.AttemptStarted(
+                    run_id=run_id,
+                    ts=started_ts,
+                    node_id=step_id,
+                    attempt=attempt,
+                    max_attempts=max_attempts,
+                    input_state=in_dict,
+                    model=model,
+                    idempotency_key=f"{run_id}:{step_id}:{attempt}",
+                )
+            )
+            if pending is not None:
+                await pending
+
+            t0 = clock.monotonic()
+            in_tokens = out_tokens = tokens = 0
+            cost = 0.0
+            used_model: str | None = model
+            recorded = False
+            timed_out = False
+            failure: Exception | None = None
+            output: BaseModel | None = None
+            size = 0
+            try:
+                state_in = (
+                    validate_boundary(contract, "input", input_state)
+                    if contract is not None
+                    else input_state
+                )
+                if is_group:
+                    raw = await self._run_group(func, state_in, ctx, step_id, attempt)
+                elif timeout_ms is None:
+                    raw = await _call(func, state_in, ctx, with_ctx)
+                else:
+                    try:
+                        async with asyncio.timeout(timeout_ms / 1000.0):
+                            raw = await _call(func, state_in, ctx, with_ctx)
+                    except TimeoutError:
+                        timed_out = True
+                        raise
+                out_raw, in_tokens, out_tokens, returned_model, tokens = split_output(
+                    raw, step_id
+                )
+                if fallback_from is None and returned_model is not None:
+                    used_model = returned_model
+                if used_model is not None:
+                    cost = estimate_cost_usd(used_model, in_tokens, out_tokens)
+                if contract is not None:
+                    output = validate_boundary(contract, "output", out_raw)
+                elif isinstance(out_raw, BaseModel):
+                    output = out_raw
+                else:
+                    output = UntypedState.model_validate(out_raw)
+                duration_ms = (clock.monotonic() - t0) * 1000.0
+                self.tracker.add(step_id, tokens, cost, duration_ms, used_model, out_tokens)
+                recorded = True
+                if self._budget_on:
+                    self._check_budget(step_id)
+                if self.checkpoint_manager is not None:
+                    c0 = clock.monotonic()
+                    self._committed += 1
+                    self._last_node = step_id
+                    try:
+                        size = await self.checkpoint_manager.commit(
+                            run_id, step_id, output, self._progress("running")
+                        )
+                    except BaseException:
+                        self._committed -= 1
+                        raise
+                    pending = self._emit(
+                        ev.CheckpointSaved(
+                            run_id=run_id,
+                            ts=clock.time(),
+                            node_id=step_id,
+                            store=self.checkpoint_manager.kind,
+                            size_bytes=size,
+                            duration_ms=(clock.monotonic() - c0) * 1000.0,
+                        )
+                    )
+                    if pending is not None:
+                        await pending
+            except Exception as exc:
+                failure = exc
+
+            if failure is None and output is not None:
+                out_dict = output.model_dump()
+                self._last_out = (output, out_dict)
+                pending = self._emit(
+                    ev.AttemptSucceeded(
+                        run_id=run_id,
+                        ts=clock.time(),
+                        node_id=step_id,
+                        attempt=attempt,
+                        duration_ms=duration_ms,
+                        output_state=out_dict,
+                        tokens=tokens,
+                        input_tokens=in_tokens,
+                        output_tokens=out_tokens,
+                        cost_usd=cost,
+                        model=used_model,
+                    )
+                )
+                if pending is not None:
+                    await pending
+                self.trace.events.append(
+                    TraceEvent.model_construct(
+                        node_id=step_id,
+                        run_id=run_id,
+                        attempt=attempt,
+                        timestamp_utc=datetime.fromtimestamp(started_ts, UTC),
+                        input_state=in_dict,
+                        output_state=out_dict,
+                        duration_ms=duration_ms,
+                        failure=None,
+                        failure_message=None,
+                    )
+                )
+                pending = self._emit(
+                    ev.NodeFinished(
+                        run_id=run_id,
+                        ts=clock.time(),
+                        node_id=step_id,
+                        outcome="succeeded",
+                        attempts=attempt,
+                        duration_ms=(clock.monotonic() - node_t0) * 1000.0,
+                    )
+                )
+                if pending is not None:
+                    await pending
+                return output
+
+            assert failure is not None
+            exc = failure
+            duration_ms = (clock.monotonic() - t0) * 1000.0
+            if not recorded:
+                self.tracker.add(step_id, tokens, cost, duration_ms, used_model, out_tokens)
+            self.failures += 1
+            failure_class, decided_by = classify_with_reason(
+                exc, NodeContext(step_id, attempt, run_id), self._classifiers
+            )
+            etype = "timeout" if timed_out else error_type(exc)
+            message = str(exc) or etype
+            now = clock.time()
+            if isinstance(exc, ContractViolation):
+                await self.emit(
+                    ev.ContractViolated(
+                        run_id=run_id,
+                        ts=now,
+                        node_id=exc.node_id,
+                        attempt=attempt,
+                        direction=exc.direction,
+                        field_paths=exc.field_paths,
+                        error_count=len(exc.errors),
+                        errors=tuple(
+                            (path, str(e.get("msg", "")))
+                            for path, e in zip(exc.field_paths, exc.errors, strict=True)
+                        ),
+                    )
+                )
+            await self.emit(
+                ev.FailureClassified(
+                    run_id=run_id,
+                    ts=now,
+                    node_id=step_id,
+                    attempt=attempt,
+                    failure_class=failure_class.value,
+                    decided_by=decided_by,
+                    error_type=etype,
+                )
+            )
+            await self.emit(
+                ev.AttemptFailed(
+                    run_id=run_id,
+                    ts=now,
+                    node_id=step_id,
+                    attempt=attempt,
+                    duration_ms=duration_ms,
+                    error_type=etype,
+                    message=message,
+                    failure_class=failure_class.value,
+                    tokens=tokens,
+                    input_tokens=in_tokens,
+                    output_tokens=out_tokens,
+                    cost_usd=cost,
+                    model=used_model,
+                    exception=exc,
+                )
+            )
+            self.trace.events.append(
+                TraceEvent.model_construct(
+                    node_id=step_id,
+                    run_id=run_id,
+                    attempt=attempt,
+                    timestamp_utc=datetime.fromtimestamp(started_ts, UTC),
+                    input_state=in_dict,
+                    output_state=None,
+                    duration_ms=duration_ms,
+                    failure=failure_class,
+                    failure_message=message,
+                )
+            )
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "run %s: node %s attempt %d failed: %s (%s, decided by %s)",
+                    run_id, step_id, attempt, etype, failure_class.value, decided_by,
+                )
+            policy = policies.get(failure_class)
+            if not isinstance(exc, BudgetExceeded) and policy is not None and attempt <= policy.max_retries:
+                delay = backoff_delay(attempt, policy, self._rng)
+                await self.emit(
+                    ev.RetryScheduled(
+                        run_id=run_id,
+                        ts=clock.time(),
+                        node_id=step_id,
+                        attempt=attempt,
+                        delay_s=delay,
+                        error_type=etype,
+                        failure_class=failure_class.value,
+                    )
+                )
+                if delay > 0:
+                    await clock.sleep(delay)
+                continue
+            if not isinstance(exc, BudgetExceeded):
+                await self.emit(
+                    ev.RetriesExhausted(
+                        run_id=run_id,
+                        ts=clock.time(),
+                        node_id=step_id,
+                        attempts=attempt,
+                        failure_class=failure_class.value,
+                        max_retries=policy.max_retries if policy else 0,
+                        backoff_seconds=policy.backoff_seconds if policy else 0.0,
+                    )
+                )
+            await self._node_failed(step_id, attempt, node_t0, failure_class, exc)
+            raise exc
+
+    async def _node_failed(
+        self,
+        step_id: str,
+        attempts: int,
+        node_t0: float,
+        failure_class: FailureClass,
+        exc: BaseException,
+    ) -> None:
+        self.last_failure = (step_id, failure_class, exc)
+        await self.emit(
+            ev.NodeFinished(
+                run_id=self.run_id,
+                ts=self._clock.time(),
+                node_id=step_id,
+                outcome="failed",
+                attempts=attempts,
+                duration_ms=(self._clock.monotonic() - node_t0) * 1000.0,
+                failure_class=failure_class.value,
+            )
+        )
+
+    async def restore(self, node_id: str, output: BaseModel | None, size: int, duration_ms: float) -> None:
+        """Publish that ``node_id`` was skipped on resume (its checkpoint loaded if ``output``)."""
+        now = self._clock.time()
+        out_dict = output.model_dump() if output is not None else None
+        if output is not None and self.checkpoint_manager is not None:
+            await self.emit(
+                ev.CheckpointLoaded(
+                    run_id=self.run_id,
+                    ts=now,
+                    node_id=node_id,
+                    store=self.checkpoint_manager.kind,
+                    size_bytes=size,
+                    duration_ms=duration_ms,
+                )
+            )
+            self._last_out = (output, out_dict or {})
+        await self.emit(
+            ev.NodeRestored(run_id=self.run_id, ts=now, node_id=node_id, output_state=out_dict)
+        )
+
+    # -- parallel groups --------------------------------------------------------------------
+
+    async def _run_group(
+        self, group: Callable[..., Any], state: Any, ctx: Any, group_id: str, attempt: int
+    ) -> tuple[dict[str, Any], int, int, str | None]:
+        children: tuple[Callable[..., Any], ...] = group._stroma_children  # type: ignore[attr-defined]
+        clock = self._clock
+        run_id = self.run_id
+
+        async def child_started(child_id: str) -> float:
+            await self.emit(
+                ev.NodeStarted(
+                    run_id=run_id, ts=clock.time(), node_id=child_id, parent=group_id
+                )
+            )
+            return clock.monotonic()
+
+        async def child_finished(child_id: str, t0: float, outcome: str) -> None:
+            await self.emit(
+                ev.NodeFinished(
+                    run_id=run_id,
+                    ts=clock.time(),
+                    node_id=child_id,
+                    outcome=outcome,
+                    attempts=1,
+                    duration_ms=(clock.monotonic() - t0) * 1000.0,
+                    parent=group_id,
+                )
+            )
+
+        return await fan_out(children, state, ctx, child_started, child_finished)
+
+
+async def fan_out(
+    children: Sequence[Callable[..., Any]],
+    state: Any,
+    ctx: Any,
+    started: Callable[[str], Awaitable[float]] | None = None,
+    finished: Callable[[str, float, str], Awaitable[None]] | None = None,
+) -> tuple[dict[str, Any], int, int, str | None]:
+    """Run ``children`` concurrently on ``state``; validate each against its contract; merge.
+
+    The first failure cancels the siblings (nothing of theirs is kept) and propagates.
+    Returns (merged output, input tokens, output tokens, last reported model).
+    """
+
+    async def run_child(child: Callable[..., Any]) -> tuple[dict[str, Any], int, int, str | None]:
+        child_id: str = getattr(child, "_stroma_node_id", getattr(child, "__name__", "child"))
+        contract: NodeContract | None = getattr(child, "_stroma_contract", None)
+        t0 = await started(child_id) if started is not None else 0.0
+        try:
+            child_in = validate_boundary(contract, "input", state) if contract else state
+            raw = await _call(child, child_in, ctx, takes_context(child))
+            out, in_tokens, out_tokens, model, _ = split_output(raw, child_id)
+            if contract is not None:
+                out = validate_boundary(contract, "output", out)
+            out_dict = out.model_dump() if isinstance(out, BaseModel) else dict(out)
+        except asyncio.CancelledError:
+            if finished is not None:
+                await asyncio.shield(finished(child_id, t0, "cancelled"))
+            raise
+        except Exception:
+            if finished is not None:
+                await finished(child_id, t0, "failed")
+            raise
+        if finished is not None:
+            await finished(child_id, t0, "succeeded")
+        return out_dict, in_tokens, out_tokens, model
+
+    tasks = [asyncio.ensure_future(run_child(child)) for child in children]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    if pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    first_error: BaseException | None = None
+    for task in done:  # the earliest failure by completion order is what the caller sees
+        if not task.cancelled() and task.exception() is not None and first_error is None:
+            first_error = task.exception()
+    if first_error is not None:
+        raise first_error
+    merged: dict[str, Any] = {}
+    in_total = out_total = 0
+    last_model: str | None = None
+    for task in tasks:
+        out_dict, in_tokens, out_tokens, model = task.result()
+        merged.update(out_dict)
+        in_total += in_tokens
+        out_total += out_tokens
+        last_model = model or last_model
+    return merged, in_total, out_total, last_model
+
+
+_tasks: set[asyncio.Future[None]] = set()
+
+
+async def execute_step(
+    step_id: str,
+    func: Callable[..., Any],
+    input_state: Any,
+    ctx: ReliabilityContext,
+    *,
+    contract: NodeContract | None = None,
+) -> BaseModel:
+    """Run one step through ``ctx`` (a :class:`ReliabilityContext`): the freestanding
+    reliability loop, usable from any orchestration framework."""
+    return await ctx.execute_step(step_id, func, input_state, None, contract=contract)

@@ -1,0 +1,354 @@
+"""Checkpoint stores and the manager the runner talks to.
+
+A store is structural: ``save(run_id, node_id, state)``, ``load(run_id, node_id)``,
+``delete(run_id)``, all async (:class:`AsyncCheckpointStore`) or all sync (:class:`CheckpointStore`).
+:class:`CheckpointManager` adapts either. Stores shipped here also implement the raw protocol
+(:class:`RawCheckpointStore`): JSON payloads plus a schema reference, an atomic ``commit_raw``
+that writes a node's checkpoint and the run's progress record together, and a lease.
+
+Payloads are JSON. The schema a payload is loaded with comes from the node's contract; a stored
+``module:qualname`` is only resolved among schemas registered in code (:func:`_resolve_schema`),
+never imported.
+
+Example::
+
+    from stroma import CheckpointManager, SqliteStore
+    manager = CheckpointManager(SqliteStore("runs.db"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ValidationError
+
+from stroma._schemas import resolve_schema, schema_ref
+from stroma.checkpoint.memory import AsyncInMemoryStore, InMemoryStore
+from stroma.checkpoint.postgres import PostgresStore
+from stroma.checkpoint.redis import RedisStore, SyncRedisStore
+from stroma.checkpoint.sqlite import SqliteStore
+from stroma.errors import CheckpointDataError, RunLeasedError, StoreUnavailableError
+
+__all__ = [
+    "PROGRESS_NODE",
+    "RUN_NODE",
+    "AsyncCheckpointStore",
+    "AsyncInMemoryStore",
+    "CheckpointKey",
+    "CheckpointManager",
+    "CheckpointStore",
+    "InMemoryStore",
+    "PostgresStore",
+    "RawCheckpointStore",
+    "RedisStore",
+    "RunManifest",
+    "RunProgress",
+    "SqliteStore",
+    "SyncRedisStore",
+    "_resolve_schema",
+    "_schema_ref",
+]
+
+RUN_NODE = "__stroma_run__"
+"""Reserved node id of a run's manifest (pipeline, trace-context carrier)."""
+PROGRESS_NODE = "__stroma_progress__"
+"""Reserved node id of a run's progress record (last committed node, spend, status)."""
+
+LEASE_TTL_S = 300.0
+
+
+def _schema_ref(schema: type[BaseModel]) -> str:
+    """``module:qualname`` of ``schema`` (and registers it as resolvable)."""
+    return schema_ref(schema)
+
+
+def _resolve_schema(ref: str) -> type[BaseModel]:
+    """The registered schema named ``ref``. Imports nothing: an unregistered name (``os:system``,
+    ``builtins:eval``) raises :class:`~stroma.errors.SchemaResolutionError`, a TypeError."""
+    return resolve_schema(ref)
+
+
+class CheckpointKey(NamedTuple):
+    """Address of one checkpoint."""
+
+    run_id: str
+    node_id: str
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """A synchronous store."""
+
+    def save(self, run_id: str, node_id: str, state: BaseModel) -> None: ...
+    def load(self, run_id: str, node_id: str) -> BaseModel | None: ...
+    def delete(self, run_id: str) -> None: ...
+
+
+@runtime_checkable
+class AsyncCheckpointStore(Protocol):
+    """An asynchronous store."""
+
+    async def save(self, run_id: str, node_id: str, state: BaseModel) -> None: ...
+    async def load(self, run_id: str, node_id: str) -> BaseModel | None: ...
+    async def delete(self, run_id: str) -> None: ...
+
+
+@runtime_checkable
+class RawCheckpointStore(Protocol):
+    """The optional fast path Stroma's own stores implement (all async).
+
+    - ``save_raw`` / ``load_raw``: a JSON payload and its schema reference;
+    - ``commit_raw``: a node's checkpoint and the run's progress record, atomically;
+    - ``acquire_lease`` / ``release_lease``: at most one resuming worker per run.
+    """
+
+    kind: str
+
+    async def save_raw(self, run_id: str, node_id: str, payload: str, ref: str) -> None: ...
+    async def load_raw(self, run_id: str, node_id: str) -> tuple[str, str] | None: ...
+    async def commit_raw(
+        self, run_id: str, node_id: str, payload: str, ref: str, progress: str
+    ) -> None: ...
+    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool: ...
+    async def release_lease(self, run_id: str, owner: str) -> None: ...
+
+
+class RunManifest(BaseModel):
+    """Written once when a run (or a resume of it) starts."""
+
+    run_id: str
+    pipeline: list[str]
+    pipeline_name: str = "pipeline"
+    carrier: dict[str, str] = {}
+    started_at: float = 0.0
+
+
+class RunProgress(BaseModel):
+    """Rewritten with every committed node (constant size, whatever the run's length)."""
+
+    run_id: str
+    last_node: str | None = None
+    committed: int = 0
+    status: str = "running"
+    tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    updated_at: float = 0.0
+
+
+schema_ref(RunManifest)
+schema_ref(RunProgress)
+_PROGRESS_REF = schema_ref(RunProgress)
+
+
+def store_kind(store: object) -> str:
+    """A short name for the store ("memory", "sqlite", "redis", "postgres", or the class name)."""
+    kind = getattr(store, "kind", None)
+    return kind if isinstance(kind, str) else type(store).__name__
+
+
+class CheckpointManager:
+    """Saves and loads checkpoints through any store, sync or async."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.kind = store_kind(store)
+        save = getattr(store, "save", None)
+        if save is None or not callable(save):
+            raise TypeError(
+                f"{type(store).__name__} is not a checkpoint store: it needs save(run_id, "
+                "node_id, state), load(run_id, node_id) and delete(run_id)"
+            )
+        self._async = inspect.iscoroutinefunction(save)
+        # A sync store that says it never blocks (the in-memory one) is called inline;
+        # any other sync store runs in a worker thread so it cannot stall the event loop.
+        self._inline = bool(getattr(store, "blocking", True) is False)
+        self._raw = isinstance(store, RawCheckpointStore) and all(
+            inspect.iscoroutinefunction(getattr(store, m, None))
+            for m in ("save_raw", "load_raw", "commit_raw")
+        )
+
+    def __repr__(self) -> str:
+        return f"CheckpointManager({self.store!r})"
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        method = getattr(self.store, name)
+        if self._async:
+            return await method(*args)
+        if self._inline:
+            return method(*args)
+        return await asyncio.to_thread(method, *args)
+
+    # -- the published API -------------------------------------------------------------------
+
+    async def checkpoint(self, run_id: str, node_id: str, state: BaseModel) -> None:
+        """Save ``state`` as the checkpoint of ``node_id``."""
+        if self._raw:
+            await self.store.save_raw(run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
+        else:
+            await self._call("save", run_id, node_id, state)
+
+    async def resume(
+        self, run_id: str, node_id: str, schema: type[BaseModel] | None = None
+    ) -> BaseModel | None:
+        """Load the checkpoint of ``node_id``, validated with ``schema`` when given."""
+        if self._raw:
+            raw = await self.store.load_raw(run_id, node_id)
+            if raw is None:
+                return None
+            return decode_payload(raw[0], raw[1], schema, run_id, node_id)
+        if schema is not None and hasattr(self.store, "load_typed"):
+            loaded: BaseModel | None = await self._call("load_typed", run_id, node_id, schema)
+            return loaded
+        state = await self._call("load", run_id, node_id)
+        if state is None:
+            return None
+        if schema is not None and not isinstance(state, schema):
+            try:
+                return schema.model_validate(state.model_dump())
+            except ValidationError as exc:
+                raise _no_longer_valid(run_id, node_id, schema, exc) from None
+        return state  # type: ignore[no-any-return]
+
+    async def clear(self, run_id: str) -> None:
+        """Delete every checkpoint of ``run_id``."""
+        await self._call("delete", run_id)
+
+    # -- beyond the published API -------------------------------------------------------------
+
+    async def commit(
+        self, run_id: str, node_id: str, state: BaseModel, progress: RunProgress
+    ) -> int:
+        """Save the checkpoint of ``node_id`` and the run's progress; returns payload bytes.
+
+        Stores with ``commit_raw`` write both atomically; others write the checkpoint first, so a
+        crash in between leaves the node uncommitted (it may run again) but never half-written.
+        """
+        if self._raw:
+            payload = state.model_dump_json()
+            await self.store.commit_raw(
+                run_id, node_id, payload, schema_ref(type(state)), progress.model_dump_json()
+            )
+            return len(payload)
+        await self._call("save", run_id, node_id, state)
+        await self._call("save", run_id, PROGRESS_NODE, progress)
+        return 0
+
+    async def save_manifest(self, manifest: RunManifest) -> None:
+        """Record the pipeline and trace context of a run that is starting."""
+        await self.checkpoint(manifest.run_id, RUN_NODE, manifest)
+
+    async def load_manifest(self, run_id: str) -> RunManifest | None:
+        """The manifest of ``run_id``, if any."""
+        loaded = await self.resume(run_id, RUN_NODE, RunManifest)
+        return loaded if isinstance(loaded, RunManifest) else None
+
+    async def save_progress(self, progress: RunProgress) -> None:
+        """Record the run's progress (used when a run ends without committing a node)."""
+        await self.checkpoint(progress.run_id, PROGRESS_NODE, progress)
+
+    async def load_progress(self, run_id: str) -> RunProgress | None:
+        """The progress record of ``run_id``, if any."""
+        loaded = await self.resume(run_id, PROGRESS_NODE, RunProgress)
+        return loaded if isinstance(loaded, RunProgress) else None
+
+    @contextlib.asynccontextmanager
+    async def lease(self, run_id: str, ttl_s: float = LEASE_TTL_S) -> AsyncIterator[None]:
+        """Hold the run's lease for the block; raise RunLeasedError if another worker has it.
+
+        Stores without leases (custom ones) grant it unconditionally.
+        """
+        acquire = getattr(self.store, "acquire_lease", None)
+        if acquire is None:
+            yield
+            return
+        owner = uuid.uuid4().hex
+        if self._async or inspect.iscoroutinefunction(acquire):
+            got = await acquire(run_id, owner, ttl_s)
+        else:
+            got = acquire(run_id, owner, ttl_s)
+        if not got:
+            raise RunLeasedError(
+                f"run '{run_id}' is being resumed by another worker (its lease is held); "
+                f"wait for it to finish, or retry after the lease expires ({ttl_s:g} s)"
+            )
+        try:
+            yield
+        finally:
+            release = self.store.release_lease
+            with contextlib.suppress(StoreUnavailableError):
+                if inspect.iscoroutinefunction(release):
+                    await release(run_id, owner)
+                else:
+                    release(run_id, owner)
+
+
+def _no_longer_valid(
+    run_id: str, node_id: str, schema: type[BaseModel], exc: ValidationError
+) -> CheckpointDataError:
+    first = exc.errors(include_url=False)[:3]
+    fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or '__root__'}: {e['msg']}" for e in first)
+    return CheckpointDataError(
+        f"checkpoint of node '{node_id}' in run '{run_id}' no longer validates against "
+        f"{schema.__qualname__} ({fields}); the schema changed since it was written. Re-run the "
+        "node (resume from it) or migrate the stored data"
+    )
+
+
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+
+
+def decode_payload(
+    payload: str | bytes,
+    ref: str,
+    schema: type[BaseModel] | None,
+    run_id: str,
+    node_id: str,
+) -> BaseModel:
+    """Validate a stored JSON payload. ``schema`` (from the contract) wins over ``ref``.
+
+    Only JSON is accepted: pickle bytes or anything not JSON raise CheckpointDataError, and
+    ``ref`` is resolved among registered schemas only.
+    """
+    if isinstance(payload, bytes | bytearray):
+        if payload[:1] == b"\x80":
+            raise CheckpointDataError(
+                f"checkpoint of node '{node_id}' in run '{run_id}' holds pickle data; Stroma "
+                "only loads JSON checkpoints and never unpickles"
+            )
+        try:
+            payload = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointDataError(
+                f"checkpoint of node '{node_id}' in run '{run_id}' is not UTF-8 JSON"
+            ) from None
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise CheckpointDataError(
+            f"checkpoint of node '{node_id}' in run '{run_id}' is {len(payload)} bytes, over "
+            f"the {MAX_PAYLOAD_BYTES}-byte limit"
+        )
+    target = schema if schema is not None else resolve_schema(ref)
+    try:
+        return target.model_validate_json(payload)
+    except ValidationError as exc:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            raise CheckpointDataError(
+                f"checkpoint of node '{node_id}' in run '{run_id}' is not valid JSON "
+                f"({exc.errors()[0].get('msg', '')}); Stroma only loads JSON checkpoints"
+            ) from None
+        raise _no_longer_valid(run_id, node_id, target, exc) from None
+    except RecursionError:
+        raise CheckpointDataError(
+            f"checkpoint of node '{node_id}' in run '{run_id}' is nested too deeply to load"
+        ) from None
+
+
+def now() -> float:
+    """Wall-clock seconds (for progress records)."""
+    return time.time()

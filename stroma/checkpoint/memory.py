@@ -1,0 +1,130 @@
+"""In-process stores: for tests and the ``StromaRunner.quick()`` default. They lose everything
+when the process exits; use :class:`~stroma.SqliteStore` or a server store to survive restarts.
+
+Both keep JSON payloads (not live objects), so a checkpoint cannot change after it was saved and
+loads exactly as a durable store would.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from stroma._schemas import resolve_schema, schema_ref
+
+__all__ = ["AsyncInMemoryStore", "InMemoryStore"]
+
+
+class InMemoryStore:
+    """A synchronous in-process store."""
+
+    kind = "memory"
+    blocking = False  # CheckpointManager may call it inline, without a worker thread
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, tuple[str, str]]] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(runs={len(self._data)})"
+
+    def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
+        """Save ``state`` as JSON."""
+        self._data.setdefault(run_id, {})[node_id] = (
+            state.model_dump_json(),
+            schema_ref(type(state)),
+        )
+
+    def load(self, run_id: str, node_id: str) -> BaseModel | None:
+        """Load a checkpoint with its registered schema, or None."""
+        item = self._data.get(run_id, {}).get(node_id)
+        if item is None:
+            return None
+        return resolve_schema(item[1]).model_validate_json(item[0])
+
+    def load_typed(self, run_id: str, node_id: str, schema: type[BaseModel]) -> BaseModel | None:
+        """Load a checkpoint validated with ``schema``, or None."""
+        item = self._data.get(run_id, {}).get(node_id)
+        if item is None:
+            return None
+        return schema.model_validate_json(item[0])
+
+    def save_typed(self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]) -> None:
+        """Save ``state`` (validated as ``schema``)."""
+        self.save(run_id, node_id, schema.model_validate(state.model_dump()))
+
+    def delete(self, run_id: str) -> None:
+        """Forget every checkpoint of ``run_id``."""
+        self._data.pop(run_id, None)
+
+
+class AsyncInMemoryStore:
+    """An asynchronous in-process store (the default of ``StromaRunner.quick()``)."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, tuple[str, str]]] = {}
+        self._leases: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(runs={len(self._data)})"
+
+    async def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
+        """Save ``state`` as JSON."""
+        self._data.setdefault(run_id, {})[node_id] = (
+            state.model_dump_json(),
+            schema_ref(type(state)),
+        )
+
+    async def load(self, run_id: str, node_id: str) -> BaseModel | None:
+        """Load a checkpoint with its registered schema, or None."""
+        item = self._data.get(run_id, {}).get(node_id)
+        if item is None:
+            return None
+        return resolve_schema(item[1]).model_validate_json(item[0])
+
+    async def load_typed(
+        self, run_id: str, node_id: str, schema: type[BaseModel]
+    ) -> BaseModel | None:
+        """Load a checkpoint validated with ``schema``, or None."""
+        item = self._data.get(run_id, {}).get(node_id)
+        if item is None:
+            return None
+        return schema.model_validate_json(item[0])
+
+    async def delete(self, run_id: str) -> None:
+        """Forget every checkpoint of ``run_id``."""
+        self._data.pop(run_id, None)
+
+    async def save_raw(self, run_id: str, node_id: str, payload: str, ref: str) -> None:
+        """Save a JSON payload and its schema reference."""
+        self._data.setdefault(run_id, {})[node_id] = (payload, ref)
+
+    async def load_raw(self, run_id: str, node_id: str) -> tuple[str, str] | None:
+        """The JSON payload and schema reference of a checkpoint, or None."""
+        return self._data.get(run_id, {}).get(node_id)
+
+    async def commit_raw(
+        self, run_id: str, node_id: str, payload: str, ref: str, progress: str
+    ) -> None:
+        """Save a checkpoint and the run's progress record together."""
+        from stroma.checkpoint import PROGRESS_NODE  # noqa: PLC0415 - cycle
+
+        run = self._data.setdefault(run_id, {})
+        run[node_id] = (payload, ref)
+        run[PROGRESS_NODE] = (progress, _PROGRESS_REF)
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool:
+        """Take the run's lease unless another owner holds it."""
+        holder = self._leases.get(run_id)
+        if holder is not None and holder != owner:
+            return False
+        self._leases[run_id] = owner
+        return True
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give the lease back (only its owner can)."""
+        if self._leases.get(run_id) == owner:
+            del self._leases[run_id]
+
+
+_PROGRESS_REF = "stroma.checkpoint:RunProgress"

@@ -1,0 +1,370 @@
+"""The lifecycle event stream: the one seam every listener uses.
+
+The engine is the only place that decides anything; it publishes one frozen, slotted event per
+thing that happened. The in-process trace, run files, user hooks, OpenTelemetry and the viewer
+all read this stream and re-derive nothing.
+
+Every event has ``run_id`` and ``ts`` (wall-clock seconds since the epoch, from the run's clock).
+Durations are milliseconds measured on the run's monotonic clock. Events never carry a live
+exception object into a run file: ``AttemptFailed.exception`` is in-process only.
+
+Example::
+
+    from stroma import NodeHooks, StromaRunner
+    from stroma.events import RetryScheduled
+
+    def on_event(event):
+        if isinstance(event, RetryScheduled):
+            print(f"{event.node_id}: retry in {event.delay_s:.2f}s")
+
+    runner = StromaRunner.quick().with_hooks(NodeHooks(on_event=on_event))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+__all__ = [
+    "EVENT_TYPES",
+    "AttemptFailed",
+    "AttemptStarted",
+    "AttemptSucceeded",
+    "BudgetChecked",
+    "BudgetDecision",
+    "CheckpointLoaded",
+    "CheckpointSaved",
+    "ContractViolated",
+    "FailureClassified",
+    "LifecycleEvent",
+    "ModelFallback",
+    "NodeFinished",
+    "NodeRestored",
+    "NodeStarted",
+    "RetriesExhausted",
+    "RetryScheduled",
+    "RunFinished",
+    "RunStarted",
+    "event_from_dict",
+    "event_to_dict",
+]
+
+BudgetDecision = Literal["allow", "fallback", "deny"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LifecycleEvent:
+    """Base of every lifecycle event."""
+
+    kind: ClassVar[str] = "LifecycleEvent"
+    run_id: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(LifecycleEvent):
+    """A run began. ``carrier`` is a mutable W3C trace-context carrier that listeners may fill
+    (the OpenTelemetry hooks inject the run span's ``traceparent``); it is persisted with the run.
+    ``parent_carrier`` is the carrier stored by the run this one resumes, for span links."""
+
+    kind: ClassVar[str] = "RunStarted"
+    pipeline: tuple[str, ...]
+    resumed_from: str | None = None
+    pipeline_name: str = "pipeline"
+    carrier: dict[str, str] = field(default_factory=dict)
+    parent_carrier: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(LifecycleEvent):
+    """A run ended with ``status`` (a RunStatus value)."""
+
+    kind: ClassVar[str] = "RunFinished"
+    status: str
+    duration_ms: float
+    total_tokens: int
+    total_cost_usd: float
+    failures: int
+    error_type: str | None = None
+    failed_node: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStarted(LifecycleEvent):
+    """A logical node (all of its attempts) began. ``parent`` names the parallel group of a child."""
+
+    kind: ClassVar[str] = "NodeStarted"
+    node_id: str
+    parent: str | None = None
+    max_attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeFinished(LifecycleEvent):
+    """A logical node ended: ``outcome`` is "succeeded", "failed" or "cancelled"."""
+
+    kind: ClassVar[str] = "NodeFinished"
+    node_id: str
+    outcome: str
+    attempts: int
+    duration_ms: float
+    failure_class: str | None = None
+    parent: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeRestored(LifecycleEvent):
+    """A node skipped on resume; its output (when loaded) came from a checkpoint."""
+
+    kind: ClassVar[str] = "NodeRestored"
+    node_id: str
+    output_state: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptStarted(LifecycleEvent):
+    """One attempt of a node began. ``idempotency_key`` is ``run_id:node_id:attempt``."""
+
+    kind: ClassVar[str] = "AttemptStarted"
+    node_id: str
+    attempt: int
+    max_attempts: int
+    input_state: dict[str, Any]
+    model: str | None = None
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptSucceeded(LifecycleEvent):
+    """One attempt returned output that passed the node's contract."""
+
+    kind: ClassVar[str] = "AttemptSucceeded"
+    node_id: str
+    attempt: int
+    duration_ms: float
+    output_state: dict[str, Any]
+    tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptFailed(LifecycleEvent):
+    """One attempt raised (or its output failed the contract). ``error_type`` is the exception's
+    qualified name, or ``timeout`` for a per-node timeout. ``message`` is the exception text: it
+    stays in process and in local run files; telemetry leaves it out unless content is captured."""
+
+    kind: ClassVar[str] = "AttemptFailed"
+    node_id: str
+    attempt: int
+    duration_ms: float
+    error_type: str
+    message: str
+    failure_class: str
+    tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    model: str | None = None
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailureClassified(LifecycleEvent):
+    """Which classifier (or built-in rule) decided the failure class of an attempt."""
+
+    kind: ClassVar[str] = "FailureClassified"
+    node_id: str
+    attempt: int
+    failure_class: str
+    decided_by: str
+    error_type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryScheduled(LifecycleEvent):
+    """A failed attempt will be retried after ``delay_s`` seconds (the delay actually slept)."""
+
+    kind: ClassVar[str] = "RetryScheduled"
+    node_id: str
+    attempt: int
+    delay_s: float
+    error_type: str
+    failure_class: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetriesExhausted(LifecycleEvent):
+    """The policy for ``failure_class`` allows no further retry."""
+
+    kind: ClassVar[str] = "RetriesExhausted"
+    node_id: str
+    attempts: int
+    failure_class: str
+    max_retries: int
+    backoff_seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetChecked(LifecycleEvent):
+    """A budget dimension ("tokens", "cost", "latency") was checked: allow, fallback or deny."""
+
+    kind: ClassVar[str] = "BudgetChecked"
+    node_id: str
+    dimension: str
+    limit: float
+    used: float
+    decision: BudgetDecision
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelFallback(LifecycleEvent):
+    """Spend crossed a fallback threshold: the node gets ``to_model`` instead of ``from_model``."""
+
+    kind: ClassVar[str] = "ModelFallback"
+    node_id: str
+    from_model: str
+    to_model: str
+    spend_fraction: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointSaved(LifecycleEvent):
+    """A node's output was committed to the checkpoint store."""
+
+    kind: ClassVar[str] = "CheckpointSaved"
+    node_id: str
+    store: str
+    size_bytes: int
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointLoaded(LifecycleEvent):
+    """A node's output was loaded from the checkpoint store on resume."""
+
+    kind: ClassVar[str] = "CheckpointLoaded"
+    node_id: str
+    store: str
+    size_bytes: int
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContractViolated(LifecycleEvent):
+    """Data failed a node's contract. ``field_paths`` and ``errors`` (path, message) carry no input
+    values; the full message with values is on the matching AttemptFailed."""
+
+    kind: ClassVar[str] = "ContractViolated"
+    node_id: str
+    attempt: int
+    direction: str
+    field_paths: tuple[str, ...]
+    error_count: int
+    errors: tuple[tuple[str, str], ...] = ()
+
+
+EVENT_TYPES: dict[str, type[LifecycleEvent]] = {
+    cls.kind: cls
+    for cls in (
+        RunStarted,
+        RunFinished,
+        NodeStarted,
+        NodeFinished,
+        NodeRestored,
+        AttemptStarted,
+        AttemptSucceeded,
+        AttemptFailed,
+        FailureClassified,
+        RetryScheduled,
+        RetriesExhausted,
+        BudgetChecked,
+        ModelFallback,
+        CheckpointSaved,
+        CheckpointLoaded,
+        ContractViolated,
+    )
+}
+
+_SKIP = frozenset({"exception"})
+_FIELDS: dict[type[LifecycleEvent], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls) if f.name not in _SKIP)
+    for cls in EVENT_TYPES.values()
+}
+_TUPLE_FIELDS = frozenset({"pipeline", "field_paths"})
+_NONE = type(None)
+_ANNOTATION_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "str | None": (str, _NONE),
+    "dict[str, Any]": (dict,),
+    "dict[str, Any] | None": (dict, _NONE),
+    "dict[str, str]": (dict,),
+    "tuple[str, ...]": (list, tuple),
+    "tuple[tuple[str, str], ...]": (list, tuple),
+    "BudgetDecision": (str,),
+}
+_CHECKS: dict[type[LifecycleEvent], tuple[tuple[str, tuple[type, ...]], ...]] = {
+    cls: tuple(
+        (f.name, _ANNOTATION_TYPES[str(f.type)])
+        for f in dataclasses.fields(cls)
+        if f.name not in _SKIP
+    )
+    for cls in EVENT_TYPES.values()
+}
+
+
+def event_to_dict(event: LifecycleEvent) -> dict[str, Any]:
+    """Encode an event as a JSON-ready dict with a ``type`` key (the event class name)."""
+    out: dict[str, Any] = {"type": event.kind}
+    for name in _FIELDS[type(event)]:
+        value = getattr(event, name)
+        if type(value) is tuple:
+            value = [list(v) if type(v) is tuple else v for v in value]
+        out[name] = value
+    return out
+
+
+def event_from_dict(data: dict[str, Any]) -> LifecycleEvent:
+    """Decode a dict made by :func:`event_to_dict`.
+
+    Raises ``KeyError`` naming a missing field or an unknown ``type``, and ``TypeError`` for a field
+    of the wrong shape; :func:`stroma.load_run` turns both into a RunFileError with file and line.
+    """
+    kind = data.get("type")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise KeyError(f"type: unknown event type {kind!r}")
+    kwargs: dict[str, Any] = {}
+    for name, types in _CHECKS[cls]:
+        if name in data:
+            value = data[name]
+            if not isinstance(value, types) or (type(value) is bool and bool not in types):
+                expected = " or ".join("null" if t is _NONE else t.__name__ for t in types)
+                raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
+            if name in _TUPLE_FIELDS:
+                if not isinstance(value, list):
+                    raise TypeError(f"{name}: expected a list, got {type(value).__name__}")
+                value = tuple(value)
+            elif name == "errors":
+                if not isinstance(value, list):
+                    raise TypeError(f"{name}: expected a list, got {type(value).__name__}")
+                value = tuple((str(p), str(m)) for p, m in value)
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise KeyError(f"{missing[0]}: required field missing from {kind}") from exc
+        raise

@@ -1,0 +1,458 @@
+"""StromaRunner: run a sequence of async nodes with every reliability primitive at each boundary.
+
+Example::
+
+    runner = StromaRunner.quick()
+
+    @runner.node("double", input=InputState, output=OutputState)
+    async def double(state: InputState) -> dict:
+        return {"result": state.value * 2}
+
+    result = await runner.run([double], InputState(value=5))
+    print(result.status, result.final_state)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from stroma._config import RunConfig, check_node_id
+from stroma._engine import ReliabilityContext, fan_out
+from stroma.checkpoint import (
+    AsyncInMemoryStore,
+    CheckpointManager,
+    RedisStore,
+    RunManifest,
+    RunProgress,
+)
+from stroma.contracts import ContractRegistry, NodeContract, UntypedState
+from stroma.cost import BudgetExceeded, ExecutionBudget, FallbackPolicy
+from stroma.errors import (
+    CheckpointMissingError,
+    ConfigurationError,
+    ResumeMismatchError,
+    UnknownNodeError,
+)
+from stroma.failures import Classifier, FailureClass, PolicyMap, default_policy_map
+from stroma.hooks import NodeHooks, StepHooks
+from stroma.trace import ExecutionResult, RunStatus
+
+__all__ = [
+    "NodeHooks",
+    "RunConfig",
+    "StepHooks",
+    "StromaRunner",
+    "parallel",
+    "stroma_node",
+    "stroma_step",
+]
+
+NodeFunction = Callable[..., Awaitable[Any]]
+_Step = tuple[str, NodeFunction, NodeContract | None]
+
+
+def stroma_node(node_id: str, contract: NodeContract) -> Callable[[NodeFunction], NodeFunction]:
+    """Mark an async function as the pipeline node ``node_id`` with ``contract``.
+
+    Sets ``_stroma_node_id`` and ``_stroma_contract`` on the function and returns it unchanged.
+    """
+    check_node_id(node_id)
+    if not isinstance(contract, NodeContract):
+        raise ConfigurationError(
+            f"stroma_node({node_id!r}, ...) needs a NodeContract, got {type(contract).__name__}; "
+            f"use NodeContract(node_id={node_id!r}, input_schema=..., output_schema=...)"
+        )
+
+    def decorate(func: NodeFunction) -> NodeFunction:
+        func._stroma_node_id = node_id  # type: ignore[attr-defined]
+        func._stroma_contract = contract  # type: ignore[attr-defined]
+        return func
+
+    return decorate
+
+
+stroma_step = stroma_node
+
+
+def parallel(*nodes: NodeFunction) -> NodeFunction:
+    """A pseudo-node that runs ``nodes`` concurrently on the same input.
+
+    Each child's output is validated against its contract, then the dicts are merged (last
+    write wins). Usage tuples are summed and returned as ``(merged, input_tokens, output_tokens,
+    model)``. When a child fails, its siblings are cancelled and the error propagates.
+    """
+    if not nodes:
+        raise ConfigurationError("parallel() needs at least one node")
+    ids = []
+    for node in nodes:
+        node_id = getattr(node, "_stroma_node_id", None)
+        if node_id is None:
+            name = getattr(node, "__name__", repr(node))
+            raise ConfigurationError(
+                f"parallel() child {name} is not a Stroma node; decorate it with "
+                f"@runner.node('{name}', input=..., output=...) or @stroma_node(...)"
+            )
+        ids.append(node_id)
+    if len(set(ids)) != len(ids):
+        raise ConfigurationError(f"parallel() children must be distinct nodes, got {ids}")
+    children = tuple(nodes)
+
+    async def group(state: Any, ctx: Any = None) -> tuple[dict[str, Any], int, int, str | None]:
+        return await fan_out(children, state, ctx)
+
+    group.__name__ = group.__qualname__ = "parallel_" + "_".join(ids)
+    group._stroma_node_id = "parallel(" + ",".join(ids) + ")"  # type: ignore[attr-defined]
+    group._stroma_contract = None  # type: ignore[attr-defined]
+    group._stroma_children = children  # type: ignore[attr-defined]
+    return group
+
+
+def _status_for(exc: BaseException, failure_class: FailureClass | None) -> RunStatus:
+    if isinstance(exc, BudgetExceeded) or failure_class is FailureClass.RECOVERABLE:
+        return RunStatus.PARTIAL
+    return RunStatus.FAILED
+
+
+class StromaRunner:
+    """Orchestrates sequential node execution with reliability primitives.
+
+    Needs a ContractRegistry, a CheckpointManager and a RunConfig; :meth:`quick` builds all three
+    with sensible defaults.
+    """
+
+    def __init__(
+        self,
+        registry: ContractRegistry,
+        checkpoint_manager: CheckpointManager,
+        config: RunConfig | None = None,
+    ) -> None:
+        self.registry = registry
+        if not isinstance(checkpoint_manager, CheckpointManager):
+            checkpoint_manager = CheckpointManager(checkpoint_manager)
+        self.checkpoint_manager = checkpoint_manager
+        self.config = config if config is not None else RunConfig()
+
+    def __repr__(self) -> str:
+        return f"StromaRunner(run_id={self.config.run_id!r}, store={self.checkpoint_manager.kind!r})"
+
+    @classmethod
+    def quick(
+        cls,
+        *,
+        store: Any = None,
+        budget: ExecutionBudget | None = None,
+        policy_map: PolicyMap | None = None,
+        classifiers: list[Classifier] | None = None,
+        hooks: NodeHooks | None = None,
+        **config_kwargs: Any,
+    ) -> StromaRunner:
+        """A runner with an AsyncInMemoryStore, an unlimited budget and ``default_policy_map()``.
+
+        Pass ``store``, ``budget``, ``policy_map``, ``classifiers`` or ``hooks`` to override;
+        other keyword arguments go to RunConfig.
+        """
+        config = RunConfig(
+            budget=budget if budget is not None else ExecutionBudget.unlimited(),
+            policy_map=policy_map if policy_map is not None else default_policy_map(),
+            classifiers=list(classifiers or []),
+            hooks=hooks,
+            **config_kwargs,
+        )
+        manager = store if isinstance(store, CheckpointManager) else CheckpointManager(
+            store if store is not None else AsyncInMemoryStore()
+        )
+        return cls(ContractRegistry(), manager, config)
+
+    # -- fluent builders --------------------------------------------------------------------
+
+    def with_store(self, store: Any) -> StromaRunner:
+        """Use ``store`` (any sync or async checkpoint store) for checkpoints."""
+        self.checkpoint_manager = CheckpointManager(store)
+        return self
+
+    def with_redis(self, redis_url: str, ttl_seconds: int = 3600) -> StromaRunner:
+        """Checkpoint to Redis (needs the ``redis`` extra: ``pip install 'stroma[redis]'``)."""
+        return self.with_store(RedisStore(redis_url, ttl_seconds=ttl_seconds))
+
+    def with_budget(
+        self,
+        *,
+        tokens: int | None = None,
+        cost_usd: float | None = None,
+        latency_ms: float | None = None,
+    ) -> StromaRunner:
+        """Limit the run's total tokens, cost (USD) and latency (ms)."""
+        self.config.budget = ExecutionBudget(
+            max_tokens_total=tokens, max_cost_usd=cost_usd, max_latency_ms=latency_ms
+        )
+        return self
+
+    def with_model_fallback(
+        self, model: str, *, to: str, at_budget_pct: float = 0.8
+    ) -> StromaRunner:
+        """Once spend reaches ``at_budget_pct`` of the cost budget, nodes that would use
+        ``model`` get ``to`` in ``ctx["_stroma_model"]``, and cost is priced at ``to``."""
+        self.config.model_fallbacks = [
+            *self.config.model_fallbacks,
+            FallbackPolicy(preferred_model=model, fallback_model=to, at_budget_pct=at_budget_pct),
+        ]
+        return self
+
+    def with_classifiers(self, classifiers: Sequence[Classifier]) -> StromaRunner:
+        """Use ``classifiers`` (first non-None wins) before the built-in rules."""
+        self.config.classifiers = list(classifiers)
+        return self
+
+    def with_hooks(self, hooks: NodeHooks) -> StromaRunner:
+        """Add lifecycle hooks; hooks added earlier (and process-wide ones) still fire."""
+        self.config.hooks = [*self.config.hook_list(), hooks]
+        return self
+
+    def with_context(self, context: dict[str, Any]) -> StromaRunner:
+        """The shared dict passed to nodes that take ``(state, ctx)``."""
+        self.config.context = context
+        return self
+
+    def with_policy_map(self, policy_map: PolicyMap) -> StromaRunner:
+        """Retry policy per failure class."""
+        self.config.policy_map = dict(policy_map)
+        return self
+
+    def with_node_policies(self, node_policies: dict[str, PolicyMap]) -> StromaRunner:
+        """Per-node policy overrides, merged over the global map."""
+        self.config.node_policies = dict(node_policies)
+        return self
+
+    def with_node_timeouts(self, node_timeouts: dict[str, float]) -> StromaRunner:
+        """Per-node timeouts in milliseconds (TimeoutError: RECOVERABLE by default)."""
+        self.config = self.config.model_copy(
+            update={"node_timeouts": RunConfig(node_timeouts=node_timeouts).node_timeouts}
+        )
+        return self
+
+    def with_trace_dir(self, directory: str | Path) -> StromaRunner:
+        """Stream every run to ``<directory>/<run>.jsonl`` as it goes (``stroma-view`` opens it)."""
+        self.config.trace_dir = Path(directory)
+        return self
+
+    def node(
+        self,
+        node_id: str,
+        *,
+        input: type[BaseModel],  # noqa: A002 - published API
+        output: type[BaseModel],
+    ) -> Callable[[NodeFunction], NodeFunction]:
+        """Decorator: create the contract, register it and mark the function as a node."""
+        contract = NodeContract(node_id=node_id, input_schema=input, output_schema=output)
+        self.registry.register(contract)
+        return stroma_node(node_id, contract)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _config_for_run(self) -> RunConfig:
+        # An explicit run_id names one run (and is what resume continues); without one,
+        # every run() is a new run with a fresh id.
+        if "run_id" in self.config.model_fields_set:
+            return self.config
+        return self.config.model_copy(update={"run_id": uuid.uuid4().hex})
+
+    def _steps(self, node_sequence: Sequence[NodeFunction]) -> list[_Step]:
+        if isinstance(node_sequence, str | bytes) or not isinstance(node_sequence, Sequence):
+            raise ConfigurationError(
+                f"node_sequence must be a list of nodes, got {type(node_sequence).__name__}"
+            )
+        if not node_sequence:
+            raise ConfigurationError("node_sequence is empty; pass at least one node")
+        steps: list[_Step] = []
+        seen: set[str] = set()
+        for func in node_sequence:
+            node_id = getattr(func, "_stroma_node_id", None)
+            name = getattr(func, "__name__", repr(func))
+            if node_id is None:
+                raise ConfigurationError(
+                    f"{name} has no contract, so Stroma cannot check its boundaries. Decorate it "
+                    f"with @runner.node('{name}', input=InputModel, output=OutputModel) or "
+                    f"@stroma_node('{name}', NodeContract(node_id='{name}', input_schema=..., "
+                    "output_schema=...))"
+                )
+            contract: NodeContract | None = getattr(func, "_stroma_contract", None)
+            if contract is None and getattr(func, "_stroma_children", None) is None:
+                if node_id not in self.registry:
+                    raise ConfigurationError(
+                        f"node '{node_id}' ({name}) has no contract and none is registered; "
+                        f"register one with registry.register(NodeContract(node_id='{node_id}', "
+                        "...)) or decorate it with @runner.node(...)"
+                    )
+                contract = self.registry.get(node_id)
+            if node_id in seen:
+                raise ConfigurationError(
+                    f"node '{node_id}' appears twice in the pipeline; node ids key checkpoints, "
+                    "so each must be unique (give the second one another id)"
+                )
+            seen.add(node_id)
+            steps.append((node_id, func, contract))
+        return steps
+
+    async def run(self, node_sequence: Sequence[NodeFunction], initial_state: Any) -> ExecutionResult:
+        """Execute the nodes in order from ``initial_state``; checkpoint after every success.
+
+        With ``resume_from`` set, the nodes before it are skipped (never run again) and the
+        checkpoint of the node just before it is loaded as the state.
+        """
+        config = self._config_for_run()
+        steps = self._steps(node_sequence)
+        if config.resume_from is None:
+            return await self._execute(steps, initial_state, None, config)
+        async with self.checkpoint_manager.lease(config.run_id):
+            return await self._execute(steps, initial_state, config.resume_from, config)
+
+    async def resume(
+        self, node_sequence: Sequence[NodeFunction], initial_state: Any
+    ) -> ExecutionResult:
+        """Continue run ``config.run_id`` after its last committed checkpoint.
+
+        Runs from the start when nothing was committed; returns the stored final result (status
+        as recorded) when the run had already completed. Takes the run's lease, so a second
+        worker resuming the same run at the same time gets RunLeasedError.
+        """
+        config = self.config
+        steps = self._steps(node_sequence)
+        ids = [s[0] for s in steps]
+        manager = self.checkpoint_manager
+        async with manager.lease(config.run_id):
+            progress = await manager.load_progress(config.run_id)
+            manifest = await manager.load_manifest(config.run_id)
+            if progress is None or progress.last_node is None:
+                fresh = config.model_copy(update={"resume_from": None})
+                return await self._execute(steps, initial_state, None, fresh, progress=progress)
+            last = progress.last_node
+            if last not in ids:
+                raise ResumeMismatchError(
+                    f"run '{config.run_id}' last committed node '{last}', which is not in this "
+                    f"pipeline (nodes: {', '.join(ids)}); it was renamed or removed since the run "
+                    "was checkpointed. Resume with the pipeline the run started with, or start a "
+                    "new run_id"
+                )
+            position = ids.index(last)
+            if manifest is not None and last in manifest.pipeline:
+                before = manifest.pipeline[: manifest.pipeline.index(last) + 1]
+                now = ids[: position + 1]
+                if before != now:
+                    raise ResumeMismatchError(
+                        f"run '{config.run_id}' was checkpointed with nodes {before} up to "
+                        f"'{last}', but this pipeline has {now}; resuming would skip or reorder "
+                        "nodes. Resume with the original pipeline, or start a new run_id"
+                    )
+            if position + 1 == len(ids):
+                return await self._finished(steps, progress, manifest, config)
+            return await self._execute(
+                steps, initial_state, ids[position + 1], config, progress=progress, manifest=manifest
+            )
+
+    async def _load_checkpoint(
+        self, run_id: str, step: _Step, resume_from: str
+    ) -> tuple[BaseModel, int, float]:
+        node_id, _, contract = step
+        schema = contract.output_schema if contract is not None else UntypedState
+        t0 = time.perf_counter()
+        loaded = await self.checkpoint_manager.resume(run_id, node_id, schema)
+        if loaded is None:
+            raise CheckpointMissingError(
+                f"run '{run_id}' has no checkpoint for node '{node_id}', which "
+                f"resume_from='{resume_from}' needs (checkpoints are kept per run_id in "
+                f"{self.checkpoint_manager.kind} store {self.checkpoint_manager.store!r}); resume "
+                "from an earlier node, or run the pipeline from the start"
+            )
+        size = len(loaded.model_dump_json()) if self.checkpoint_manager._raw else 0
+        return loaded, size, (time.perf_counter() - t0) * 1000.0
+
+    async def _finished(
+        self,
+        steps: list[_Step],
+        progress: RunProgress,
+        manifest: RunManifest | None,
+        config: RunConfig,
+    ) -> ExecutionResult:
+        """The stored result of a run whose every node is committed."""
+        ids = [s[0] for s in steps]
+        loaded, size, ms = await self._load_checkpoint(config.run_id, steps[-1], ids[-1])
+        try:
+            status = RunStatus(progress.status)
+        except ValueError:
+            status = RunStatus.RESUMED  # crashed after the last commit, before recording the end
+        if status not in (RunStatus.COMPLETED, RunStatus.RESUMED):
+            status = RunStatus.RESUMED
+        rc = ReliabilityContext(config, self.registry, self.checkpoint_manager)
+        rc.seed_progress(progress)
+        await rc.start_run(
+            ids, resumed_from=None, parent_carrier=manifest.carrier if manifest else None
+        )
+        for i, node_id in enumerate(ids):
+            last = i == len(ids) - 1
+            await rc.restore(node_id, loaded if last else None, size, ms if last else 0.0)
+        return await rc.finish_run(status, loaded)
+
+    async def _execute(
+        self,
+        steps: list[_Step],
+        initial_state: Any,
+        resume_from: str | None,
+        config: RunConfig,
+        *,
+        progress: RunProgress | None = None,
+        manifest: RunManifest | None = None,
+    ) -> ExecutionResult:
+        ids = [s[0] for s in steps]
+        manager = self.checkpoint_manager
+        rc = ReliabilityContext(config, self.registry, manager)
+        start = 0
+        state: Any = initial_state
+        restored: tuple[BaseModel, int, float] | None = None
+        parent_carrier: dict[str, str] | None = None
+        if resume_from is not None:
+            if resume_from not in ids:
+                raise UnknownNodeError(
+                    f"resume_from={resume_from!r} is not a node of this pipeline "
+                    f"(nodes: {', '.join(ids)})"
+                )
+            start = ids.index(resume_from)
+            if progress is None:
+                progress = await manager.load_progress(config.run_id)
+            if manifest is None:
+                manifest = await manager.load_manifest(config.run_id)
+            if start > 0:
+                restored = await self._load_checkpoint(config.run_id, steps[start - 1], resume_from)
+                state = restored[0]
+            parent_carrier = manifest.carrier if manifest is not None else None
+        if progress is not None and resume_from is not None:
+            rc.seed_progress(progress)
+        await rc.start_run(ids, resumed_from=resume_from, parent_carrier=parent_carrier)
+        try:
+            for i in range(start):
+                last = i == start - 1
+                await rc.restore(
+                    ids[i],
+                    restored[0] if (last and restored) else None,
+                    restored[1] if (last and restored) else 0,
+                    restored[2] if (last and restored) else 0.0,
+                )
+            status = RunStatus.RESUMED if resume_from is not None else RunStatus.COMPLETED
+            context = config.context
+            for node_id, func, contract in steps[start:]:
+                try:
+                    state = await rc.execute_step(node_id, func, state, context, contract=contract)
+                except Exception as exc:
+                    failure = rc.last_failure
+                    status = _status_for(exc, failure[1] if failure else None)
+                    break
+        except BaseException:
+            rc.abort()  # cancelled or interrupted: close the run file, keep what it has
+            raise
+        final = state if isinstance(state, BaseModel) else None
+        return await rc.finish_run(status, final)

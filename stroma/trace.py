@@ -1,0 +1,181 @@
+"""What happened in a run: one TraceEvent per attempt, the full lifecycle log, and the result.
+
+Example::
+
+    result = await runner.run([extract, summarize], Document(text="..."))
+    for event in result.trace.failures():
+        print(event.node_id, event.attempt, event.failure_message)
+    result.save("run.json")          # open it with: stroma-view run.json
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from stroma.events import LifecycleEvent
+from stroma.failures import FailureClass
+
+if TYPE_CHECKING:
+    from stroma.runfile import RunRecord
+
+__all__ = [
+    "ExecutionResult",
+    "ExecutionTrace",
+    "RunStatus",
+    "TraceEvent",
+]
+
+
+class RunStatus(str, Enum):
+    """How a run ended.
+
+    COMPLETED: every node succeeded. RESUMED: completed after a resume. FAILED: a terminal (or
+    ambiguous) failure stopped the run. PARTIAL: retries ran out on a recoverable failure, or a
+    budget stopped the run; completed nodes are checkpointed and the run can resume.
+    """
+
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    PARTIAL = "PARTIAL"
+    RESUMED = "RESUMED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TraceEvent(BaseModel):
+    """One attempt of one node."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    node_id: str
+    run_id: str
+    attempt: int
+    timestamp_utc: datetime
+    input_state: dict[str, Any]
+    output_state: dict[str, Any] | None = None
+    duration_ms: float
+    failure: FailureClass | None = None
+    failure_message: str | None = None
+
+    @property
+    def step_id(self) -> str:
+        """Alias of ``node_id`` for step-flavoured code."""
+        return self.node_id
+
+
+_COMPARED = ("input_state", "output_state", "failure", "failure_message")
+
+
+class ExecutionTrace:
+    """The attempts of a run (iterable, sized) plus its full lifecycle event log (``log``)."""
+
+    __slots__ = ("events", "log")
+
+    def __init__(
+        self,
+        events: list[TraceEvent] | None = None,
+        log: list[LifecycleEvent] | None = None,
+    ) -> None:
+        self.events: list[TraceEvent] = events if events is not None else []
+        self.log: list[LifecycleEvent] = log if log is not None else []
+
+    def __repr__(self) -> str:
+        return f"ExecutionTrace(attempts={len(self.events)}, events={len(self.log)})"
+
+    def append(self, event: TraceEvent) -> None:
+        """Add one attempt."""
+        self.events.append(event)
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, index: int) -> TraceEvent:
+        return self.events[index]
+
+    def events_for(self, node_id: str) -> list[TraceEvent]:
+        """Attempts of one node, in order."""
+        return [e for e in self.events if e.node_id == node_id]
+
+    def failures(self) -> list[TraceEvent]:
+        """Attempts that failed, in order."""
+        return [e for e in self.events if e.failure is not None]
+
+    def to_json(self) -> str:
+        """The attempts as a JSON list (the published format; ``stroma.load_run`` reads it)."""
+        return json.dumps([e.model_dump(mode="json") for e in self.events], default=str)
+
+    def replay(self) -> Iterator[TraceEvent]:
+        """The attempts in the order they started (timestamp, then attempt number)."""
+        return iter(sorted(self.events, key=lambda e: (e.timestamp_utc, e.attempt)))
+
+    def diff(self, other: ExecutionTrace) -> list[str]:
+        """What differs from ``other``, ignoring timestamps and durations; [] when equal.
+
+        Attempts are matched by (node, attempt number). Lines read
+        ``Missing event in other trace: <node> attempt <n>``,
+        ``Extra event in other trace: <node> attempt <n>`` and
+        ``Difference for <node> attempt <n>: <field> ...``.
+        For a resume-aware comparison by node, see :func:`stroma.compare_runs`.
+        """
+        mine = {(e.node_id, e.attempt): e for e in self.events}
+        theirs = {(e.node_id, e.attempt): e for e in other.events}
+        lines: list[str] = []
+        for key, event in mine.items():
+            match = theirs.get(key)
+            if match is None:
+                lines.append(f"Missing event in other trace: {key[0]} attempt {key[1]}")
+                continue
+            changed = [
+                f"{name} {getattr(event, name)!r} != {getattr(match, name)!r}"
+                for name in _COMPARED
+                if getattr(event, name) != getattr(match, name)
+            ]
+            if changed:
+                lines.append(f"Difference for {key[0]} attempt {key[1]}: " + "; ".join(changed))
+        lines.extend(
+            f"Extra event in other trace: {key[0]} attempt {key[1]}"
+            for key in theirs
+            if key not in mine
+        )
+        return lines
+
+
+@dataclass
+class ExecutionResult:
+    """The outcome of a run."""
+
+    run_id: str
+    status: RunStatus
+    final_state: BaseModel | None
+    trace: ExecutionTrace
+    total_cost_usd: float = 0.0
+    total_tokens: int = 0
+    hook_errors: int = 0
+    header: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def record(self) -> RunRecord:
+        """This run as a run-file model (what ``save`` writes and ``load_run`` returns)."""
+        from stroma.runfile import RunRecord  # noqa: PLC0415 - runfile imports this module
+
+        return RunRecord.from_result(self)
+
+    def save(self, path: str | Path, *, redact: bool = False) -> Path:
+        """Write the run to ``path`` as ``run.json`` (atomically: temp file, then rename).
+
+        ``redact=True`` strips states and error messages, for sharing. Returns the path.
+        """
+        from stroma.runfile import save_run  # noqa: PLC0415
+
+        return save_run(self.record(), path, redact=redact)
