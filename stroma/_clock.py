@@ -55,7 +55,7 @@ def current_clock() -> Clock:
 
 def set_clock(clock: Clock) -> Clock:
     """Install ``clock``; returns the previous one."""
-    global _current  # noqa: PLW0603 - one clock per process, swapped by tests
+    global _current
     previous, _current = _current, clock
     return previous
 

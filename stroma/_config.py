@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stroma.cost import ExecutionBudget, FallbackPolicy
 from stroma.errors import ConfigurationError
-from stroma.failures import Classifier, FailureClass, FailurePolicy, PolicyMap
+from stroma.failures import Classifier, FailureClass, PolicyMap
 from stroma.hooks import NodeHooks
 
 __all__ = ["RunConfig"]
@@ -54,8 +54,7 @@ class RunConfig(BaseModel):
         for node_id, ms in value.items():
             if ms <= 0:
                 raise ValueError(
-                    f"node_timeouts['{node_id}'] = {ms!r}: a timeout is a positive number of "
-                    "milliseconds"
+                    f"node_timeouts['{node_id}'] = {ms!r}: a timeout is a positive number of milliseconds"
                 )
         return value
 

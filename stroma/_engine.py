@@ -11,6 +11,7 @@ node's schema is not validated again, and a run with no hooks builds no coroutin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import weakref
@@ -67,16 +68,10 @@ def takes_context(func: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         result = False
     else:
-        positional = [
-            p
-            for p in params
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         result = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
-    try:
+    with contextlib.suppress(TypeError):  # not weak-referenceable: recomputed next time
         _arity[key] = result
-    except TypeError:
-        pass  # not weak-referenceable: recomputed next time
     return result
 
 
@@ -248,9 +243,7 @@ class ReliabilityContext:
                 # The first commit will surface the outage as a classified, retried failure.
                 logger.warning("run %s: could not record its manifest (%s)", self.run_id, exc)
 
-    async def finish_run(
-        self, status: RunStatus, final_state: BaseModel | None
-    ) -> ExecutionResult:
+    async def finish_run(self, status: RunStatus, final_state: BaseModel | None) -> ExecutionResult:
         """Publish RunFinished, record the final status with the run, close the run file."""
         clock = self._clock
         failed = self.last_failure if status in (RunStatus.FAILED, RunStatus.PARTIAL) else None
@@ -281,11 +274,11 @@ class ReliabilityContext:
         if self._writer is not None:
             self._writer.close()
 
-    def build_result(self, status: RunStatus, final_state: BaseModel | None) -> ExecutionResult:
+    def build_result(self, status: RunStatus | str, final_state: BaseModel | None) -> ExecutionResult:
         """An ExecutionResult from the current tracker and trace."""
         return ExecutionResult(
             run_id=self.run_id,
-            status=status,
+            status=RunStatus(status),
             final_state=final_state,
             trace=self.trace,
             total_cost_usd=self.tracker.total_cost_usd,
@@ -373,9 +366,7 @@ class ReliabilityContext:
         ctx_is_dict = isinstance(ctx, dict)
         node_t0 = clock.monotonic()
         pending = self._emit(
-            ev.NodeStarted(
-                run_id=run_id, ts=clock.time(), node_id=step_id, max_attempts=max_attempts
-            )
+            ev.NodeStarted(run_id=run_id, ts=clock.time(), node_id=step_id, max_attempts=max_attempts)
         )
         if pending is not None:
             await pending
@@ -410,9 +401,7 @@ class ReliabilityContext:
             model = declared_model
             fallback_from: str | None = None
             if declared_model is not None and self._fallbacks:
-                hint = resolve_model_hint(
-                    declared_model, self.tracker, self._budget, self._fallbacks
-                )
+                hint = resolve_model_hint(declared_model, self.tracker, self._budget, self._fallbacks)
                 model, fallback_from = hint.model, hint.fallback_from
                 if fallback_from is not None and model is not None:
                     now = clock.time()
@@ -468,9 +457,7 @@ class ReliabilityContext:
             size = 0
             try:
                 state_in = (
-                    validate_boundary(contract, "input", input_state)
-                    if contract is not None
-                    else input_state
+                    validate_boundary(contract, "input", input_state) if contract is not None else input_state
                 )
                 if is_group:
                     raw = await self._run_group(func, state_in, ctx, step_id, attempt)
@@ -483,9 +470,7 @@ class ReliabilityContext:
                     except TimeoutError:
                         timed_out = True
                         raise
-                out_raw, in_tokens, out_tokens, returned_model, tokens = split_output(
-                    raw, step_id
-                )
+                out_raw, in_tokens, out_tokens, returned_model, tokens = split_output(raw, step_id)
                 if fallback_from is None and returned_model is not None:
                     used_model = returned_model
                 if used_model is not None:
@@ -575,30 +560,30 @@ class ReliabilityContext:
                 return output
 
             assert failure is not None
-            exc = failure
+            err = failure
             duration_ms = (clock.monotonic() - t0) * 1000.0
             if not recorded:
                 self.tracker.add(step_id, tokens, cost, duration_ms, used_model, out_tokens)
             self.failures += 1
             failure_class, decided_by = classify_with_reason(
-                exc, NodeContext(step_id, attempt, run_id), self._classifiers
+                err, NodeContext(step_id, attempt, run_id), self._classifiers
             )
-            etype = "timeout" if timed_out else error_type(exc)
-            message = str(exc) or etype
+            etype = "timeout" if timed_out else error_type(err)
+            message = str(err) or etype
             now = clock.time()
-            if isinstance(exc, ContractViolation):
+            if isinstance(err, ContractViolation):
                 await self.emit(
                     ev.ContractViolated(
                         run_id=run_id,
                         ts=now,
-                        node_id=exc.node_id,
+                        node_id=err.node_id,
                         attempt=attempt,
-                        direction=exc.direction,
-                        field_paths=exc.field_paths,
-                        error_count=len(exc.errors),
+                        direction=err.direction,
+                        field_paths=err.field_paths,
+                        error_count=len(err.errors),
                         errors=tuple(
                             (path, str(e.get("msg", "")))
-                            for path, e in zip(exc.field_paths, exc.errors, strict=True)
+                            for path, e in zip(err.field_paths, err.errors, strict=True)
                         ),
                     )
                 )
@@ -628,7 +613,7 @@ class ReliabilityContext:
                     output_tokens=out_tokens,
                     cost_usd=cost,
                     model=used_model,
-                    exception=exc,
+                    exception=err,
                 )
             )
             self.trace.events.append(
@@ -647,10 +632,15 @@ class ReliabilityContext:
             if logger.isEnabledFor(logging.INFO):
                 logger.info(
                     "run %s: node %s attempt %d failed: %s (%s, decided by %s)",
-                    run_id, step_id, attempt, etype, failure_class.value, decided_by,
+                    run_id,
+                    step_id,
+                    attempt,
+                    etype,
+                    failure_class.value,
+                    decided_by,
                 )
             policy = policies.get(failure_class)
-            if not isinstance(exc, BudgetExceeded) and policy is not None and attempt <= policy.max_retries:
+            if not isinstance(err, BudgetExceeded) and policy is not None and attempt <= policy.max_retries:
                 delay = backoff_delay(attempt, policy, self._rng)
                 await self.emit(
                     ev.RetryScheduled(
@@ -666,7 +656,7 @@ class ReliabilityContext:
                 if delay > 0:
                     await clock.sleep(delay)
                 continue
-            if not isinstance(exc, BudgetExceeded):
+            if not isinstance(err, BudgetExceeded):
                 await self.emit(
                     ev.RetriesExhausted(
                         run_id=run_id,
@@ -678,8 +668,8 @@ class ReliabilityContext:
                         backoff_seconds=policy.backoff_seconds if policy else 0.0,
                     )
                 )
-            await self._node_failed(step_id, attempt, node_t0, failure_class, exc)
-            raise exc
+            await self._node_failed(step_id, attempt, node_t0, failure_class, err)
+            raise err
 
     async def _node_failed(
         self,
@@ -718,9 +708,7 @@ class ReliabilityContext:
                 )
             )
             self._last_out = (output, out_dict or {})
-        await self.emit(
-            ev.NodeRestored(run_id=self.run_id, ts=now, node_id=node_id, output_state=out_dict)
-        )
+        await self.emit(ev.NodeRestored(run_id=self.run_id, ts=now, node_id=node_id, output_state=out_dict))
 
     # -- parallel groups --------------------------------------------------------------------
 
@@ -732,11 +720,7 @@ class ReliabilityContext:
         run_id = self.run_id
 
         async def child_started(child_id: str) -> float:
-            await self.emit(
-                ev.NodeStarted(
-                    run_id=run_id, ts=clock.time(), node_id=child_id, parent=group_id
-                )
-            )
+            await self.emit(ev.NodeStarted(run_id=run_id, ts=clock.time(), node_id=child_id, parent=group_id))
             return clock.monotonic()
 
         async def child_finished(child_id: str, t0: float, outcome: str) -> None:

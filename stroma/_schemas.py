@@ -40,9 +40,7 @@ def remember_schema(schema: type[BaseModel]) -> None:
 def resolve_schema(ref: object) -> type[BaseModel]:
     """The registered schema named by ``ref``. Imports nothing; unknown names raise."""
     if not isinstance(ref, str) or ":" not in ref:
-        raise SchemaResolutionError(
-            f"schema reference {ref!r} is not of the form 'module:qualname'"
-        )
+        raise SchemaResolutionError(f"schema reference {ref!r} is not of the form 'module:qualname'")
     schema = _by_ref.get(ref)
     if schema is None:
         raise SchemaResolutionError(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-class NodeChange(str, Enum):
+class NodeChange(StrEnum):
     """How a node differs between the older run (a) and the newer run (b)."""
 
     RESTORED = "restored from checkpoint"
@@ -151,7 +151,16 @@ class NodeComparison:
         }
 
 
-_SIDE_KEYS = ("status", "attempts", "failures", "duration_ms", "tokens", "cost_usd", "failure_class", "error_type")
+_SIDE_KEYS = (
+    "status",
+    "attempts",
+    "failures",
+    "duration_ms",
+    "tokens",
+    "cost_usd",
+    "failure_class",
+    "error_type",
+)
 
 
 @dataclass(slots=True)
@@ -295,7 +304,9 @@ def _label(a: NodeSide, b: NodeSide) -> NodeChange:
     return NodeChange.NOT_REACHED
 
 
-def _order(a: RunRecord, b: RunRecord, a_nodes: dict[str, NodeSide], b_nodes: dict[str, NodeSide]) -> list[str]:
+def _order(
+    a: RunRecord, b: RunRecord, a_nodes: dict[str, NodeSide], b_nodes: dict[str, NodeSide]
+) -> list[str]:
     children: dict[str, list[str]] = {}
     for nodes in (b_nodes, a_nodes):
         for node_id, s in nodes.items():

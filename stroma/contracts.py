@@ -47,8 +47,7 @@ class ContractViolation(StromaError):
         self.raw = raw
         self.errors = errors
         listed = "; ".join(
-            f"{_loc(tuple(e.get('loc', ())))}: {e.get('msg', '')}"
-            for e in errors[:_MAX_LISTED_ERRORS]
+            f"{_loc(tuple(e.get('loc', ())))}: {e.get('msg', '')}" for e in errors[:_MAX_LISTED_ERRORS]
         )
         more = len(errors) - _MAX_LISTED_ERRORS
         if more > 0:
@@ -99,7 +98,7 @@ def validate_boundary(contract: NodeContract, direction: str, raw: Any) -> BaseM
     """
     schema = contract.input_schema if direction == "input" else contract.output_schema
     if type(raw) is schema:
-        return raw  # type: ignore[no-any-return]
+        return raw
     try:
         if isinstance(raw, BaseModel):
             if isinstance(raw, schema):

@@ -94,8 +94,7 @@ class BudgetExceeded(StromaError):
         else:
             spent = f"the {limit:g}-{unit} {dimension} budget (used {actual:g})"
         super().__init__(
-            f"node '{node_id}' exceeded {spent}; the run stops PARTIAL and can resume "
-            "with a larger budget"
+            f"node '{node_id}' exceeded {spent}; the run stops PARTIAL and can resume with a larger budget"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -119,11 +118,7 @@ class ExecutionBudget(BaseModel):
     @property
     def is_unlimited(self) -> bool:
         """True when no dimension is limited."""
-        return (
-            self.max_tokens_total is None
-            and self.max_cost_usd is None
-            and self.max_latency_ms is None
-        )
+        return self.max_tokens_total is None and self.max_cost_usd is None and self.max_latency_ms is None
 
 
 class NodeUsage(BaseModel):

@@ -291,8 +291,7 @@ EVENT_TYPES: dict[str, type[LifecycleEvent]] = {
 
 _SKIP = frozenset({"exception"})
 _FIELDS: dict[type[LifecycleEvent], tuple[str, ...]] = {
-    cls: tuple(f.name for f in dataclasses.fields(cls) if f.name not in _SKIP)
-    for cls in EVENT_TYPES.values()
+    cls: tuple(f.name for f in dataclasses.fields(cls) if f.name not in _SKIP) for cls in EVENT_TYPES.values()
 }
 _TUPLE_FIELDS = frozenset({"pipeline", "field_paths"})
 _NONE = type(None)
@@ -310,9 +309,7 @@ _ANNOTATION_TYPES: dict[str, tuple[type, ...]] = {
 }
 _CHECKS: dict[type[LifecycleEvent], tuple[tuple[str, tuple[type, ...]], ...]] = {
     cls: tuple(
-        (f.name, _ANNOTATION_TYPES[str(f.type)])
-        for f in dataclasses.fields(cls)
-        if f.name not in _SKIP
+        (f.name, _ANNOTATION_TYPES[str(f.type)]) for f in dataclasses.fields(cls) if f.name not in _SKIP
     )
     for cls in EVENT_TYPES.values()
 }

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from enum import Enum
+from enum import StrEnum
 from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-class FailureClass(str, Enum):
+class FailureClass(StrEnum):
     """How a failure should be handled."""
 
     RECOVERABLE = "RECOVERABLE"

@@ -55,7 +55,7 @@ class StromaStep:
         return wrapped
 
     def __call__(
-        self, step_id: str, *, input: type[BaseModel], output: type[BaseModel]  # noqa: A002 - published API
+        self, step_id: str, *, input: type[BaseModel], output: type[BaseModel]
     ) -> Callable[[StepFunction], Callable[..., Awaitable[BaseModel]]]:
         """Decorator: build and register the contract, then :meth:`wrap` the function."""
         contract = NodeContract(node_id=step_id, input_schema=input, output_schema=output)

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from stroma import events as ev
 from stroma.errors import RunFileError
 from stroma.failures import FailureClass
@@ -118,12 +120,8 @@ def _header_from_events(events: list[ev.LifecycleEvent], run_id: str = "") -> Ru
         )
     else:
         failures = sum(1 for e in events if isinstance(e, ev.AttemptFailed))
-        tokens = sum(
-            e.tokens for e in events if isinstance(e, ev.AttemptSucceeded | ev.AttemptFailed)
-        )
-        cost = sum(
-            e.cost_usd for e in events if isinstance(e, ev.AttemptSucceeded | ev.AttemptFailed)
-        )
+        tokens = sum(e.tokens for e in events if isinstance(e, ev.AttemptSucceeded | ev.AttemptFailed))
+        cost = sum(e.cost_usd for e in events if isinstance(e, ev.AttemptSucceeded | ev.AttemptFailed))
         header = replace(header, failures=failures, total_tokens=tokens, total_cost_usd=cost)
     return header
 
@@ -285,8 +283,7 @@ class RunFileWriter:
         self._fh = open(self.path, "x", encoding="utf-8")  # noqa: SIM115 - held open for the run
         header = _header_from_events([started])
         self._fh.write(
-            _dumps({"format": FORMAT, "version": FORMAT_VERSION, "header": header.to_dict()})
-            + "\n"
+            _dumps({"format": FORMAT, "version": FORMAT_VERSION, "header": header.to_dict()}) + "\n"
         )
         self.write(started)
         return self.path
@@ -341,7 +338,7 @@ def _decode_event(data: Any, path: str, line: int | None, index: int | None = No
 def _check_header(obj: Any, path: str, line: int | None) -> int:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise RunFileError(
-            "not a Stroma run file (no \"format\": \"stroma.run\" header); open a run.json or "
+            'not a Stroma run file (no "format": "stroma.run" header); open a run.json or '
             "run.jsonl written by Stroma, or the list from ExecutionTrace.to_json()",
             path=path,
             line=line,
@@ -384,8 +381,8 @@ def _attempt_list(items: list[Any], path: str) -> RunRecord:
     for index, item in enumerate(items):
         try:
             trace_event = TraceEvent.model_validate(item)
-        except Exception as exc:  # pydantic ValidationError: report the first field
-            errors = getattr(exc, "errors", lambda: [])()
+        except ValidationError as exc:  # report the first field
+            errors = exc.errors(include_url=False)
             loc = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
             msg = errors[0]["msg"] if errors else str(exc)
             raise RunFileError(
@@ -440,13 +437,15 @@ def _load_json(path: str, text: str) -> RunRecord:
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and text.lstrip().startswith("{"):
             return _load_jsonl(path, text)  # a .jsonl saved under another name
-        raise RunFileError(f"not valid JSON ({exc.msg}, column {exc.colno})", path=path, line=exc.lineno) from None
+        raise RunFileError(
+            f"not valid JSON ({exc.msg}, column {exc.colno})", path=path, line=exc.lineno
+        ) from None
     if isinstance(doc, list):
         return _attempt_list(doc, path)
     version = _check_header(doc, path, None)
     raw_events = doc.get("events")
     if not isinstance(raw_events, list):
-        raise RunFileError("\"events\" is missing or not a list", path=path, field="events")
+        raise RunFileError('"events" is missing or not a list', path=path, field="events")
     events = [_decode_event(item, path, None, i) for i, item in enumerate(raw_events)]
     header = _header_from_dict(doc.get("header"), events, path, None)
     return RunRecord(header, events, path=path, format_version=version)

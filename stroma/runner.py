@@ -164,8 +164,10 @@ class StromaRunner:
             hooks=hooks,
             **config_kwargs,
         )
-        manager = store if isinstance(store, CheckpointManager) else CheckpointManager(
-            store if store is not None else AsyncInMemoryStore()
+        manager = (
+            store
+            if isinstance(store, CheckpointManager)
+            else CheckpointManager(store if store is not None else AsyncInMemoryStore())
         )
         return cls(ContractRegistry(), manager, config)
 
@@ -193,9 +195,7 @@ class StromaRunner:
         )
         return self
 
-    def with_model_fallback(
-        self, model: str, *, to: str, at_budget_pct: float = 0.8
-    ) -> StromaRunner:
+    def with_model_fallback(self, model: str, *, to: str, at_budget_pct: float = 0.8) -> StromaRunner:
         """Once spend reaches ``at_budget_pct`` of the cost budget, nodes that would use
         ``model`` get ``to`` in ``ctx["_stroma_model"]``, and cost is priced at ``to``."""
         self.config.model_fallbacks = [
@@ -245,7 +245,7 @@ class StromaRunner:
         self,
         node_id: str,
         *,
-        input: type[BaseModel],  # noqa: A002 - published API
+        input: type[BaseModel],
         output: type[BaseModel],
     ) -> Callable[[NodeFunction], NodeFunction]:
         """Decorator: create the contract, register it and mark the function as a node."""
@@ -312,9 +312,7 @@ class StromaRunner:
         async with self.checkpoint_manager.lease(config.run_id):
             return await self._execute(steps, initial_state, config.resume_from, config)
 
-    async def resume(
-        self, node_sequence: Sequence[NodeFunction], initial_state: Any
-    ) -> ExecutionResult:
+    async def resume(self, node_sequence: Sequence[NodeFunction], initial_state: Any) -> ExecutionResult:
         """Continue run ``config.run_id`` after its last committed checkpoint.
 
         Runs from the start when nothing was committed; returns the stored final result (status
@@ -390,9 +388,7 @@ class StromaRunner:
             status = RunStatus.RESUMED
         rc = ReliabilityContext(config, self.registry, self.checkpoint_manager)
         rc.seed_progress(progress)
-        await rc.start_run(
-            ids, resumed_from=None, parent_carrier=manifest.carrier if manifest else None
-        )
+        await rc.start_run(ids, resumed_from=None, parent_carrier=manifest.carrier if manifest else None)
         for i, node_id in enumerate(ids):
             last = i == len(ids) - 1
             await rc.restore(node_id, loaded if last else None, size, ms if last else 0.0)
@@ -418,8 +414,7 @@ class StromaRunner:
         if resume_from is not None:
             if resume_from not in ids:
                 raise UnknownNodeError(
-                    f"resume_from={resume_from!r} is not a node of this pipeline "
-                    f"(nodes: {', '.join(ids)})"
+                    f"resume_from={resume_from!r} is not a node of this pipeline (nodes: {', '.join(ids)})"
                 )
             start = ids.index(resume_from)
             if progress is None:

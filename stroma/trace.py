@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     """How a run ended.
 
     COMPLETED: every node succeeded. RESUMED: completed after a resume. FAILED: a terminal (or
@@ -145,9 +145,7 @@ class ExecutionTrace:
             if changed:
                 lines.append(f"Difference for {key[0]} attempt {key[1]}: " + "; ".join(changed))
         lines.extend(
-            f"Extra event in other trace: {key[0]} attempt {key[1]}"
-            for key in theirs
-            if key not in mine
+            f"Extra event in other trace: {key[0]} attempt {key[1]}" for key in theirs if key not in mine
         )
         return lines
 

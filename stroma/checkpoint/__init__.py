@@ -112,9 +112,7 @@ class RawCheckpointStore(Protocol):
 
     async def save_raw(self, run_id: str, node_id: str, payload: str, ref: str) -> None: ...
     async def load_raw(self, run_id: str, node_id: str) -> tuple[str, str] | None: ...
-    async def commit_raw(
-        self, run_id: str, node_id: str, payload: str, ref: str, progress: str
-    ) -> None: ...
+    async def commit_raw(self, run_id: str, node_id: str, payload: str, ref: str, progress: str) -> None: ...
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool: ...
     async def release_lease(self, run_id: str, owner: str) -> None: ...
 
@@ -222,9 +220,7 @@ class CheckpointManager:
 
     # -- beyond the published API -------------------------------------------------------------
 
-    async def commit(
-        self, run_id: str, node_id: str, state: BaseModel, progress: RunProgress
-    ) -> int:
+    async def commit(self, run_id: str, node_id: str, state: BaseModel, progress: RunProgress) -> int:
         """Save the checkpoint of ``node_id`` and the run's progress; returns payload bytes.
 
         Stores with ``commit_raw`` write both atomically; others write the checkpoint first, so a

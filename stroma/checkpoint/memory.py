@@ -82,9 +82,7 @@ class AsyncInMemoryStore:
             return None
         return resolve_schema(item[1]).model_validate_json(item[0])
 
-    async def load_typed(
-        self, run_id: str, node_id: str, schema: type[BaseModel]
-    ) -> BaseModel | None:
+    async def load_typed(self, run_id: str, node_id: str, schema: type[BaseModel]) -> BaseModel | None:
         """Load a checkpoint validated with ``schema``, or None."""
         item = self._data.get(run_id, {}).get(node_id)
         if item is None:
@@ -103,9 +101,7 @@ class AsyncInMemoryStore:
         """The JSON payload and schema reference of a checkpoint, or None."""
         return self._data.get(run_id, {}).get(node_id)
 
-    async def commit_raw(
-        self, run_id: str, node_id: str, payload: str, ref: str, progress: str
-    ) -> None:
+    async def commit_raw(self, run_id: str, node_id: str, payload: str, ref: str, progress: str) -> None:
         """Save a checkpoint and the run's progress record together."""
         from stroma.checkpoint import PROGRESS_NODE  # noqa: PLC0415 - cycle
 
