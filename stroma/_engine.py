@@ -302,12 +302,15 @@ class ReliabilityContext:
 
     # -- budgets ----------------------------------------------------------------------------
 
-    def _check_budget(self, node_id: str) -> None:
+    def _check_budget(self, node_id: str, *, only_denials: bool = False) -> None:
         """Publish one BudgetChecked per limited dimension; raise BudgetExceeded on the first
-        dimension over its limit."""
+        dimension over its limit. ``only_denials`` (the check before a node starts, for spend
+        carried over from earlier runs) publishes nothing while every dimension is within limits."""
         exceeded: BudgetExceeded | None = None
         for dimension, limit, used in self.tracker.budget_status(self._budget):
             over = used > limit
+            if only_denials and not over:
+                continue
             pending = self._emit(
                 ev.BudgetChecked(
                     run_id=self.run_id,
@@ -373,7 +376,7 @@ class ReliabilityContext:
 
         if self._budget_on:
             try:
-                self._check_budget(step_id)  # spend carried over from earlier runs
+                self._check_budget(step_id, only_denials=True)  # spend carried over from earlier runs
             except BudgetExceeded as exc:
                 await self._node_failed(step_id, 0, node_t0, FailureClass.RECOVERABLE, exc)
                 raise

@@ -292,7 +292,7 @@ def _no_longer_valid(
     fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or '__root__'}: {e['msg']}" for e in first)
     return CheckpointDataError(
         f"checkpoint of node '{node_id}' in run '{run_id}' no longer validates against "
-        f"{schema.__qualname__} ({fields}); the schema changed since it was written. Re-run the "
+        f"{schema.__name__} ({fields}); the schema changed since it was written. Re-run the "
         "node (resume from it) or migrate the stored data"
     )
 

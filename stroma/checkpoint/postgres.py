@@ -1,14 +1,300 @@
-"""PostgreSQL store (placeholder until the durable-stores work lands)."""
+"""PostgreSQL store on asyncpg: ``PostgresStore(dsn)``.
+
+- One table (``stroma_checkpoints`` by default) keyed by ``(run_id, node_id)``, plus a lease
+  table ``<table>_leases``; both created on first use under a transaction-scoped advisory lock,
+  so many workers starting at once cannot race on ``CREATE TABLE``.
+- ``commit_raw`` writes the node's checkpoint and the run's progress record with ONE
+  ``INSERT ... VALUES (..), (..) ON CONFLICT DO UPDATE`` statement: atomic (a statement is its
+  own transaction) and one round trip.
+- Leases are rows with an expiry in server time (no clock skew between workers), taken with one
+  conditional upsert: the lease is granted when there is no row, the row expired, or the same
+  owner asks again. Advisory locks are not used for leases because they are tied to a pooled
+  connection's session.
+- One asyncpg pool per store (per event loop), reused by every call. The pool's reset-on-release
+  query is skipped: the store keeps no session state, and skipping it saves a round trip.
+- The DSN password never appears in repr, log lines or errors (``postgresql://u:****@host/db``).
+- Connection failures raise :class:`~stroma.errors.StoreUnavailableError` (RECOVERABLE).
+
+``asyncpg`` is imported when first needed, never by ``import stroma``; install it with
+``pip install 'stroma[postgres]'``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic import BaseModel
+
+from stroma._schemas import schema_ref
+from stroma.checkpoint.redis import redact_url, scrub, url_secrets
+from stroma.errors import ConfigurationError, StoreUnavailableError
+
 __all__ = ["PostgresStore"]
+
+_PROGRESS_NODE = "__stroma_progress__"  # == stroma.checkpoint.PROGRESS_NODE (no import cycle)
+_PROGRESS_REF = "stroma.checkpoint:RunProgress"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
+_DDL_LOCK = 0x5374726F6D61  # "Stroma": advisory lock key serialising CREATE TABLE
+
+
+def _import_asyncpg() -> Any:
+    try:
+        import asyncpg  # noqa: PLC0415 - optional dependency, imported on use
+    except ImportError:
+        raise ConfigurationError(
+            "PostgresStore needs the asyncpg package, which is not installed; install it with "
+            "pip install 'stroma[postgres]'"
+        ) from None
+    return asyncpg
+
+
+async def _no_reset(_conn: Any) -> None:
+    """Pool reset hook: nothing to reset (the store never changes session state)."""
+
+
+class _LoopState:
+    def __init__(self) -> None:
+        self.pool: Any = None
+        self.lock = asyncio.Lock()
+        self.ready = False
 
 
 class PostgresStore:
-    """A PostgreSQL store on asyncpg."""
+    """An async checkpoint store on PostgreSQL (asyncpg).
+
+    ``dsn`` e.g. ``postgresql://user:password@host:5432/db``; ``table`` names the checkpoint
+    table (lowercase identifier); ``min_size`` / ``max_size`` size the connection pool;
+    ``pool_kwargs`` go to ``asyncpg.create_pool`` (``ssl``, ``command_timeout`` ...).
+    """
 
     kind = "postgres"
 
-    def __init__(self, dsn: str) -> None:
-        raise NotImplementedError("PostgresStore is not implemented yet")
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        table: str = "stroma_checkpoints",
+        min_size: int = 1,
+        max_size: int = 10,
+        **pool_kwargs: Any,
+    ) -> None:
+        if not isinstance(dsn, str) or "://" not in dsn:
+            raise ConfigurationError(
+                "dsn must be a URL such as 'postgresql://user@localhost:5432/db', got "
+                f"{redact_url(str(dsn))!r}"
+            )
+        if not isinstance(table, str) or not _IDENTIFIER.match(table):
+            raise ConfigurationError(
+                f"table={table!r} must be a lowercase SQL identifier (letters, digits, "
+                "underscores; at most 51 characters), e.g. 'stroma_checkpoints'"
+            )
+        self._asyncpg = _import_asyncpg()
+        self._dsn = dsn
+        self.dsn = redact_url(dsn)
+        """The DSN with the password redacted (safe to log)."""
+        self._secrets = url_secrets(dsn)
+        self.table = table
+        self.lease_table = f"{table}_leases"
+        self._pool_kwargs: dict[str, Any] = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "reset": _no_reset,
+            **pool_kwargs,
+        }
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        t, lt = self.table, self.lease_table
+        self._sql_upsert = (
+            f"INSERT INTO {t} (run_id, node_id, payload, schema_ref) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (run_id, node_id) DO UPDATE SET payload = EXCLUDED.payload, "
+            "schema_ref = EXCLUDED.schema_ref, updated_at = now()"
+        )
+        self._sql_commit = (
+            f"INSERT INTO {t} (run_id, node_id, payload, schema_ref) "
+            "VALUES ($1, $2, $3, $4), ($1, $5, $6, $7) "
+            "ON CONFLICT (run_id, node_id) DO UPDATE SET payload = EXCLUDED.payload, "
+            "schema_ref = EXCLUDED.schema_ref, updated_at = now()"
+        )
+        self._sql_load = f"SELECT payload, schema_ref FROM {t} WHERE run_id = $1 AND node_id = $2"
+        self._sql_delete = f"DELETE FROM {t} WHERE run_id = $1"
+        self._sql_lease = (
+            f"INSERT INTO {lt} AS l (run_id, owner, expires_at) "
+            "VALUES ($1, $2, now() + make_interval(secs => $3)) "
+            "ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, "
+            "expires_at = EXCLUDED.expires_at "
+            "WHERE l.expires_at < now() OR l.owner = EXCLUDED.owner RETURNING 1"
+        )
+        self._sql_release = f"DELETE FROM {lt} WHERE run_id = $1 AND owner = $2"
+        self._ddl = (
+            f"CREATE TABLE IF NOT EXISTS {t} ("
+            "run_id text NOT NULL, node_id text NOT NULL, payload text NOT NULL, "
+            "schema_ref text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
+            "PRIMARY KEY (run_id, node_id)); "
+            f"CREATE TABLE IF NOT EXISTS {lt} ("
+            "run_id text PRIMARY KEY, owner text NOT NULL, expires_at timestamptz NOT NULL)"
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.dsn!r}, table={self.table!r})"
+
+    async def __aenter__(self) -> PostgresStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- pool and errors ---------------------------------------------------------------------
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _LoopState()
+        return state
+
+    async def pool(self) -> Any:
+        """The asyncpg pool of the running event loop (created, with the tables, on first use)."""
+        state = self._state()
+        if state.ready:
+            return state.pool
+        async with state.lock:
+            if state.pool is None:
+                with self._mapped("connect"):
+                    state.pool = await self._asyncpg.create_pool(self._dsn, **self._pool_kwargs)
+            if not state.ready:
+                with self._mapped("create its tables"):
+                    async with state.pool.acquire() as conn, conn.transaction():
+                        await conn.execute("SELECT pg_advisory_xact_lock($1)", _DDL_LOCK)
+                        await conn.execute(self._ddl)
+                state.ready = True
+        return state.pool
+
+    async def aclose(self) -> None:
+        """Close the pool of the running event loop."""
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is not None and state.pool is not None:
+            await state.pool.close()
+
+    @asynccontextmanager
+    async def _conn(self, action: str) -> AsyncIterator[Any]:
+        pool = await self.pool()
+        with self._mapped(action):
+            async with pool.acquire() as conn:
+                yield conn
+
+    class _Mapped:
+        def __init__(self, store: PostgresStore, action: str) -> None:
+            self.store = store
+            self.action = action
+
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, etype: Any, exc: BaseException | None, tb: Any) -> bool:
+            if exc is None or not isinstance(exc, Exception):
+                return False
+            store = self.store
+            pg = store._asyncpg
+            message = scrub(str(exc), store._secrets)
+            if isinstance(exc, pg.exceptions.InvalidAuthorizationSpecificationError):
+                raise ConfigurationError(
+                    f"PostgreSQL at {store.dsn} refused the credentials while trying to "
+                    f"{self.action} ({message}); check the user and password in the DSN"
+                ) from None
+            if isinstance(exc, pg.exceptions.InvalidCatalogNameError):
+                raise ConfigurationError(
+                    f"PostgreSQL at {store.dsn}: {message}; create the database or fix the DSN"
+                ) from None
+            if isinstance(
+                exc,
+                OSError
+                | TimeoutError
+                | pg.exceptions.PostgresConnectionError
+                | pg.exceptions.OperatorInterventionError
+                | pg.exceptions.InsufficientResourcesError
+                | pg.exceptions.InterfaceError,
+            ):
+                raise StoreUnavailableError(
+                    f"PostgreSQL at {store.dsn} is unavailable, could not {self.action} "
+                    f"({type(exc).__name__}: {message}); the node is retried. Check that the "
+                    "server is running and reachable"
+                ) from None
+            return False
+
+    def _mapped(self, action: str) -> PostgresStore._Mapped:
+        return PostgresStore._Mapped(self, action)
+
+    # -- raw protocol -----------------------------------------------------------------------
+
+    async def save_raw(self, run_id: str, node_id: str, payload: str, ref: str) -> None:
+        """Save a JSON payload and its schema reference (one statement)."""
+        async with self._conn("save a checkpoint") as conn:
+            await conn.execute(self._sql_upsert, run_id, node_id, payload, ref)
+
+    async def commit_raw(
+        self, run_id: str, node_id: str, payload: str, ref: str, progress: str
+    ) -> None:
+        """Write a node's checkpoint and the run's progress record in one statement."""
+        async with self._conn("commit a checkpoint") as conn:
+            if node_id == _PROGRESS_NODE:
+                await conn.execute(self._sql_upsert, run_id, node_id, progress, _PROGRESS_REF)
+            else:
+                await conn.execute(
+                    self._sql_commit, run_id, node_id, payload, ref,
+                    _PROGRESS_NODE, progress, _PROGRESS_REF,
+                )
+
+    async def load_raw(self, run_id: str, node_id: str) -> tuple[str, str] | None:
+        """The stored payload and schema reference of a checkpoint, or None."""
+        async with self._conn("load a checkpoint") as conn:
+            row = await conn.fetchrow(self._sql_load, run_id, node_id)
+        return None if row is None else (row[0], row[1])
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool:
+        """Take the run's lease for ``ttl_s`` seconds unless another owner holds a live one."""
+        async with self._conn("take a lease") as conn:
+            got = await conn.fetchval(self._sql_lease, run_id, owner, float(ttl_s))
+        return got is not None
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give the lease back (only its owner can)."""
+        async with self._conn("release a lease") as conn:
+            await conn.execute(self._sql_release, run_id, owner)
+
+    # -- the published structural API --------------------------------------------------------
+
+    async def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
+        """Save ``state`` as JSON with its schema reference."""
+        await self.save_raw(run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
+
+    async def save_typed(
+        self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]
+    ) -> None:
+        """Save ``state`` validated as ``schema``."""
+        await self.save(run_id, node_id, schema.model_validate(state.model_dump()))
+
+    async def load(self, run_id: str, node_id: str) -> BaseModel | None:
+        """Load a checkpoint with its registered schema, or None (hostile data raises)."""
+        return await self.load_typed(run_id, node_id, None)
+
+    async def load_typed(
+        self, run_id: str, node_id: str, schema: type[BaseModel] | None
+    ) -> BaseModel | None:
+        """Load a checkpoint validated with ``schema`` (or its registered schema), or None."""
+        from stroma.checkpoint import decode_payload  # noqa: PLC0415 - import cycle
+
+        raw = await self.load_raw(run_id, node_id)
+        if raw is None:
+            return None
+        return decode_payload(raw[0], raw[1], schema, run_id, node_id)
+
+    async def delete(self, run_id: str) -> None:
+        """Delete every checkpoint of ``run_id`` (exact match; other runs are untouched)."""
+        async with self._conn("delete a run") as conn:
+            await conn.execute(self._sql_delete, run_id)
