@@ -129,7 +129,9 @@ async def test_several_hooks_compose_with_global_ones(clock: FakeClock) -> None:
     assert seen == ["first", "second", "global"]  # unregistered; flaky no longer fails
 
 
-async def test_a_raising_hook_never_breaks_the_run(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_raising_hook_never_breaks_the_run(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     """A hook that raises on every event is logged once, counted, and the run completes."""
 
     def broken(event: Any) -> None:

@@ -119,7 +119,7 @@ async def test_resume_from_without_a_checkpoint_says_which_is_missing(clock: Fak
     """Resuming at 'c' of a run that never committed 'b' names 'b' and what to do."""
     store = AsyncInMemoryStore()
     pipe = Pipeline(runner_on(store))
-    with pytest.raises(CheckpointMissingError, match="no checkpoint for node 'b'.*resume from an earlier"):
+    with pytest.raises(CheckpointMissingError, match=r"no checkpoint for node 'b'.*resume from an earlier"):
         await runner_on(store, run_id="never-ran", resume_from="c").run(pipe.nodes, Count(n=0))
 
 
@@ -131,7 +131,7 @@ async def test_a_renamed_node_is_a_resume_mismatch(clock: FakeClock) -> None:
     pipe.fail_at = "c"
     await runner.run(pipe.nodes, Count(n=0))
     renamed = Pipeline(runner_on(store), names=("a", "b2", "c"))
-    with pytest.raises(ResumeMismatchError, match="last committed node 'b'.*renamed or removed"):
+    with pytest.raises(ResumeMismatchError, match=r"last committed node 'b'.*renamed or removed"):
         await runner_on(store).resume(renamed.nodes, Count(n=0))
 
 
@@ -240,7 +240,9 @@ async def test_manual_resume_from_still_works_with_run_config(clock: FakeClock) 
     pipe = Pipeline(runner_on(store))
     await runner_on(store).run(pipe.nodes, Count(n=0))
     manual = StromaRunner(
-        runner_on(store).registry, runner_on(store).checkpoint_manager, RunConfig(run_id="job-1", resume_from="c")
+        runner_on(store).registry,
+        runner_on(store).checkpoint_manager,
+        RunConfig(run_id="job-1", resume_from="c"),
     )
     result = await manual.run(pipe.nodes, Count(n=0))
     assert result.status is RunStatus.RESUMED

@@ -187,7 +187,9 @@ def test_bad_run_files_raise_errors_naming_file_line_and_field(
     path = tmp_path / name if text is None else _write(tmp_path, name, text)
     with pytest.raises(RunFileError) as info:
         load_run(path)
-    assert str(info.value).startswith(str(tmp_path / expected.split(":")[0].split(",")[0]))
+    assert str(info.value).startswith(
+        str(tmp_path / expected.split(":", maxsplit=1)[0].split(",", maxsplit=1)[0])
+    )
     assert expected.split(name, 1)[1] in str(info.value)
 
 
