@@ -31,13 +31,8 @@ class Clock(Protocol):
 class SystemClock:
     """The real clock."""
 
-    def time(self) -> float:
-        """``time.time()``."""
-        return _time.time()
-
-    def monotonic(self) -> float:
-        """``time.perf_counter()``."""
-        return _time.perf_counter()
+    time = staticmethod(_time.time)
+    monotonic = staticmethod(_time.perf_counter)
 
     async def sleep(self, seconds: float) -> None:
         """``asyncio.sleep``."""

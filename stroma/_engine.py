@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from stroma import events as ev
 from stroma._clock import current_clock, jitter_rng
 from stroma._config import RunConfig
+from stroma._schemas import schema_ref
 from stroma.checkpoint import CheckpointManager, RunManifest, RunProgress
 from stroma.contracts import (
     ContractRegistry,
@@ -44,7 +45,7 @@ from stroma.failures import (
 )
 from stroma.hooks import Dispatcher, NodeHooks, global_hooks
 from stroma.runfile import RunFileWriter
-from stroma.trace import ExecutionResult, ExecutionTrace, RunStatus, TraceEvent
+from stroma.trace import ExecutionResult, ExecutionTrace, RunStatus, materialize_event
 
 __all__ = ["ReliabilityContext", "execute_step"]
 
@@ -73,6 +74,27 @@ def takes_context(func: Callable[..., Any]) -> bool:
     with contextlib.suppress(TypeError):  # not weak-referenceable: recomputed next time
         _arity[key] = result
     return result
+
+
+async def _probe() -> None:
+    return None
+
+
+_probe_coro = _probe()
+_coroutine = type(_probe_coro)
+_probe_coro.close()
+
+_json_strings: dict[str, str] = {}
+
+
+def json_string(value: str) -> str:
+    """``json.dumps(value)`` for a string, cached (node ids repeat across runs)."""
+    cached = _json_strings.get(value)
+    if cached is None:
+        if len(_json_strings) > 100_000:
+            _json_strings.clear()
+        cached = _json_strings[value] = json.dumps(value)
+    return cached
 
 
 def error_type(exc: BaseException) -> str:
@@ -146,19 +168,29 @@ class ReliabilityContext:
         self.carrier: dict[str, str] = {}
         self.run_file: str | None = None
         self._dispatch = Dispatcher([*config.hook_list(), *hooks, *global_hooks()])
-        self._clock = current_clock()
+        self._clock = clock = current_clock()
+        self._mono = clock.monotonic
+        self._mono0 = clock.monotonic()
+        self._wall0 = clock.time()
         self._rng = jitter_rng()
         self._writer = RunFileWriter(config.trace_dir) if config.trace_dir is not None else None
+        self._eager = self._writer is not None
+        self._quiet = not self._eager and not self._dispatch
+        self._log_append = self.trace._log.append
         self._budget = config.budget
         self._budget_on = not config.budget.is_unlimited
         self._fallbacks = config.model_fallbacks
         self._classifiers = config.classifiers
         self._timeouts = config.node_timeouts
+        self._node_policies = config.node_policies
+        default = config.policy_map
+        self._default_policy = (default, max((p.max_retries for p in default.values()), default=0) + 1)
         self._policies: dict[str, tuple[dict[FailureClass, FailurePolicy], int]] = {}
         self._committed = 0
         self._last_node: str | None = None
-        self._t0 = self._clock.monotonic()
-        self._last_out: tuple[Any, dict[str, Any]] | None = None
+        self._t0 = self._mono0
+        self._last_out: tuple[Any, str | dict[str, Any]] | None = None
+        self._run_id_json = json.dumps(self.run_id)
 
     @classmethod
     def for_run(
@@ -172,17 +204,39 @@ class ReliabilityContext:
 
     # -- events -----------------------------------------------------------------------------
 
+    def _now(self) -> float:
+        # Wall time derived from the monotonic clock: one clock read per event, and timestamps
+        # that never go backwards within a run.
+        return self._wall0 + (self._mono() - self._mono0)
+
     def _emit(self, event: ev.LifecycleEvent) -> Awaitable[None] | None:
-        self.trace.log.append(event)
+        self.trace._record(event)
         if self._writer is not None:
             self._writer.write(event)
         if self._dispatch:
             return self._dispatch.emit(event)
         return None
 
+    def _ev(self, fields: dict[str, Any]) -> Awaitable[None] | None:
+        """Record an event (its fields, with ``type``); build the object only when a listener
+        needs it now."""
+        if self._quiet:
+            self._log_append(fields)
+            return None
+        dispatch = self._dispatch
+        if self._eager or (dispatch and dispatch.wants(ev.EVENT_TYPES[fields["type"]])):
+            return self._emit(materialize_event(fields))
+        self._log_append(fields)
+        return None
+
     async def emit(self, event: ev.LifecycleEvent) -> None:
         """Publish ``event`` to the trace, the run file and every hook."""
         pending = self._emit(event)
+        if pending is not None:
+            await pending
+
+    async def _aev(self, fields: dict[str, Any]) -> None:
+        pending = self._ev(fields)
         if pending is not None:
             await pending
 
@@ -210,18 +264,17 @@ class ReliabilityContext:
         parent_carrier: dict[str, str] | None = None,
     ) -> None:
         """Publish RunStarted, open the run file and record the run's manifest."""
-        clock = self._clock
-        self._t0 = clock.monotonic()
+        self._t0 = self._mono()
         started = ev.RunStarted(
             run_id=self.run_id,
-            ts=clock.time(),
+            ts=self._now(),
             pipeline=tuple(pipeline),
             resumed_from=resumed_from,
             pipeline_name=self.config.pipeline_name,
             carrier=self.carrier,
             parent_carrier=dict(parent_carrier or {}),
         )
-        self.trace.log.append(started)
+        self.trace._record(started)
         if self._dispatch:
             pending = self._dispatch.emit(started)
             if pending is not None:
@@ -245,14 +298,13 @@ class ReliabilityContext:
 
     async def finish_run(self, status: RunStatus, final_state: BaseModel | None) -> ExecutionResult:
         """Publish RunFinished, record the final status with the run, close the run file."""
-        clock = self._clock
         failed = self.last_failure if status in (RunStatus.FAILED, RunStatus.PARTIAL) else None
         await self.emit(
             ev.RunFinished(
                 run_id=self.run_id,
-                ts=clock.time(),
+                ts=self._now(),
                 status=status.value,
-                duration_ms=(clock.monotonic() - self._t0) * 1000.0,
+                duration_ms=(self._mono() - self._t0) * 1000.0,
                 total_tokens=self.tracker.total_tokens,
                 total_cost_usd=self.tracker.total_cost_usd,
                 failures=self.failures,
@@ -287,22 +339,23 @@ class ReliabilityContext:
             header={"run_file": self.run_file} if self.run_file else {},
         )
 
-    def _progress(self, status: str) -> RunProgress:
+    def _progress_json(self, status: str) -> str:
+        # Written with every committed node: built by hand (a constant-size record, no model).
         tracker = self.tracker
-        return RunProgress.model_construct(
-            run_id=self.run_id,
-            last_node=self._last_node,
-            committed=self._committed,
-            status=status,
-            tokens=tracker.total_tokens,
-            cost_usd=tracker.total_cost_usd,
-            latency_ms=tracker.total_latency_ms,
-            updated_at=self._clock.time(),
+        last = json_string(self._last_node) if self._last_node is not None else "null"
+        return (
+            f'{{"run_id":{self._run_id_json},"last_node":{last},"committed":{self._committed},'
+            f'"status":"{status}","tokens":{tracker.total_tokens},'
+            f'"cost_usd":{float(tracker.total_cost_usd)!r},"latency_ms":{float(tracker.total_latency_ms)!r},'
+            f'"updated_at":{self._now()!r}}}'
         )
+
+    def _progress(self, status: str) -> RunProgress:
+        return RunProgress.model_validate_json(self._progress_json(status))
 
     # -- budgets ----------------------------------------------------------------------------
 
-    def _check_budget(self, node_id: str, *, only_denials: bool = False) -> None:
+    async def _check_budget(self, node_id: str, *, only_denials: bool = False) -> None:
         """Publish one BudgetChecked per limited dimension; raise BudgetExceeded on the first
         dimension over its limit. ``only_denials`` (the check before a node starts, for spend
         carried over from earlier runs) publishes nothing while every dimension is within limits."""
@@ -311,31 +364,26 @@ class ReliabilityContext:
             over = used > limit
             if only_denials and not over:
                 continue
-            pending = self._emit(
-                ev.BudgetChecked(
-                    run_id=self.run_id,
-                    ts=self._clock.time(),
-                    node_id=node_id,
-                    dimension=dimension,
-                    limit=float(limit),
-                    used=float(used),
-                    decision="deny" if over else "allow",
-                )
+            await self._aev(
+                {
+                    "type": "BudgetChecked",
+                    "run_id": self.run_id,
+                    "ts": self._now(),
+                    "node_id": node_id,
+                    "dimension": dimension,
+                    "limit": float(limit),
+                    "used": float(used),
+                    "decision": "deny" if over else "allow",
+                },
             )
-            if pending is not None:
-                self._background(pending)
             if over and exceeded is None:
                 exceeded = BudgetExceeded(dimension, limit, used, node_id)
         if exceeded is not None:
             raise exceeded
 
-    def _background(self, pending: Awaitable[None]) -> None:
-        # Async hooks on events raised from sync code paths: run them, keep a reference.
-        task = asyncio.ensure_future(pending)
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
-
     def _policy(self, node_id: str) -> tuple[dict[FailureClass, FailurePolicy], int]:
+        if node_id not in self._node_policies:
+            return self._default_policy
         cached = self._policies.get(node_id)
         if cached is None:
             policies = self.config.policy_for(node_id)
@@ -345,6 +393,20 @@ class ReliabilityContext:
         return cached
 
     # -- the step ---------------------------------------------------------------------------
+
+    def _input_state(self, input_state: Any) -> str | dict[str, Any]:
+        # A state is recorded as the JSON text already written for the previous checkpoint.
+        last = self._last_out
+        if last is not None and last[0] is input_state:
+            return last[1]
+        if isinstance(input_state, BaseModel):
+            try:
+                return input_state.model_dump_json()
+            except Exception:  # a field without a JSON form: keep its python dump
+                return input_state.model_dump()
+        if isinstance(input_state, dict):
+            return dict(input_state)
+        return {"value": input_state}
 
     async def execute_step(
         self,
@@ -361,95 +423,99 @@ class ReliabilityContext:
         :class:`~stroma.contracts.UntypedState` without a contract). On final failure re-raises
         the step's last exception; ``last_failure`` holds (step, class, exception).
         """
-        clock = self._clock
         run_id = self.run_id
+        mono = self._mono
+        wall0 = self._wall0 - self._mono0
         policies, max_attempts = self._policy(step_id)
         if ctx is None:
             ctx = self.config.context
         ctx_is_dict = isinstance(ctx, dict)
-        node_t0 = clock.monotonic()
-        pending = self._emit(
-            ev.NodeStarted(run_id=run_id, ts=clock.time(), node_id=step_id, max_attempts=max_attempts)
+        node_t0 = mono()
+        pending = self._ev(
+            {
+                "type": "NodeStarted",
+                "run_id": run_id,
+                "ts": wall0 + node_t0,
+                "node_id": step_id,
+                "max_attempts": max_attempts,
+            },
         )
         if pending is not None:
             await pending
 
         if self._budget_on:
             try:
-                self._check_budget(step_id, only_denials=True)  # spend carried over from earlier runs
+                await self._check_budget(step_id, only_denials=True)  # spend from earlier runs
             except BudgetExceeded as exc:
                 await self._node_failed(step_id, 0, node_t0, FailureClass.RECOVERABLE, exc)
                 raise
 
-        last = self._last_out
-        if last is not None and last[0] is input_state:
-            in_dict = last[1]
-        elif isinstance(input_state, BaseModel):
-            in_dict = input_state.model_dump()
-        elif isinstance(input_state, dict):
-            in_dict = dict(input_state)
-        else:
-            in_dict = {"value": input_state}
-
+        in_state = self._input_state(input_state)
         is_group = getattr(func, "_stroma_children", None) is not None
-        with_ctx = takes_context(func)
-        timeout_ms = self._timeouts.get(step_id)
+        with_ctx = getattr(func, "_stroma_takes_ctx", None)
+        if with_ctx is None:
+            with_ctx = takes_context(func)
+        timeout_ms = self._timeouts.get(step_id) if self._timeouts else None
         declared_model = ctx.get("model") if ctx_is_dict else None
         if not isinstance(declared_model, str):
             declared_model = None
+        manager = self.checkpoint_manager
         attempt = 0
         while True:
             attempt += 1
-            self.retry_budget.increment(run_id, step_id)
             model = declared_model
             fallback_from: str | None = None
             if declared_model is not None and self._fallbacks:
                 hint = resolve_model_hint(declared_model, self.tracker, self._budget, self._fallbacks)
                 model, fallback_from = hint.model, hint.fallback_from
                 if fallback_from is not None and model is not None:
-                    now = clock.time()
-                    await self.emit(
-                        ev.BudgetChecked(
-                            run_id=run_id,
-                            ts=now,
-                            node_id=step_id,
-                            dimension="cost",
-                            limit=float(self._budget.max_cost_usd or 0.0),
-                            used=self.tracker.total_cost_usd,
-                            decision="fallback",
-                        )
+                    now = self._now()
+                    await self._aev(
+                        {
+                            "type": "BudgetChecked",
+                            "run_id": run_id,
+                            "ts": now,
+                            "node_id": step_id,
+                            "dimension": "cost",
+                            "limit": float(self._budget.max_cost_usd or 0.0),
+                            "used": float(self.tracker.total_cost_usd),
+                            "decision": "fallback",
+                        },
                     )
-                    await self.emit(
-                        ev.ModelFallback(
-                            run_id=run_id,
-                            ts=now,
-                            node_id=step_id,
-                            from_model=fallback_from,
-                            to_model=model,
-                            spend_fraction=hint.spend_fraction,
-                        )
+                    await self._aev(
+                        {
+                            "type": "ModelFallback",
+                            "run_id": run_id,
+                            "ts": now,
+                            "node_id": step_id,
+                            "from_model": fallback_from,
+                            "to_model": model,
+                            "spend_fraction": hint.spend_fraction,
+                        },
                     )
+            key = f"{run_id}:{step_id}:{attempt}"
             if ctx_is_dict:
-                ctx[IDEMPOTENCY_KEY] = f"{run_id}:{step_id}:{attempt}"
+                ctx[IDEMPOTENCY_KEY] = key
                 if model is not None:
                     ctx[MODEL_KEY] = model
-            started_ts = clock.time()
-            pending = self._emit(
-                ev.AttemptStarted(
-                    run_id=run_id,
-                    ts=started_ts,
-                    node_id=step_id,
-                    attempt=attempt,
-                    max_attempts=max_attempts,
-                    input_state=in_dict,
-                    model=model,
-                    idempotency_key=f"{run_id}:{step_id}:{attempt}",
-                )
+            t0 = mono()
+            started_ts = wall0 + t0
+            pending = self._ev(
+                {
+                    "type": "AttemptStarted",
+                    "run_id": run_id,
+                    "ts": started_ts,
+                    "node_id": step_id,
+                    "attempt": attempt,
+                    "max_attempts": max_attempts,
+                    "input_state": in_state,
+                    "model": model,
+                    "idempotency_key": key,
+                },
             )
             if pending is not None:
                 await pending
 
-            t0 = clock.monotonic()
             in_tokens = out_tokens = tokens = 0
             cost = 0.0
             used_model: str | None = model
@@ -457,15 +523,19 @@ class ReliabilityContext:
             timed_out = False
             failure: Exception | None = None
             output: BaseModel | None = None
-            size = 0
+            payload = ""
+            duration_ms = 0.0
             try:
                 state_in = (
                     validate_boundary(contract, "input", input_state) if contract is not None else input_state
                 )
+                raw: Any
                 if is_group:
                     raw = await self._run_group(func, state_in, ctx, step_id, attempt)
                 elif timeout_ms is None:
-                    raw = await _call(func, state_in, ctx, with_ctx)
+                    raw = func(state_in, ctx) if with_ctx else func(state_in)
+                    if type(raw) is _coroutine or inspect.isawaitable(raw):
+                        raw = await raw
                 else:
                     try:
                         async with asyncio.timeout(timeout_ms / 1000.0):
@@ -473,42 +543,53 @@ class ReliabilityContext:
                     except TimeoutError:
                         timed_out = True
                         raise
-                out_raw, in_tokens, out_tokens, returned_model, tokens = split_output(raw, step_id)
-                if fallback_from is None and returned_model is not None:
-                    used_model = returned_model
-                if used_model is not None:
-                    cost = estimate_cost_usd(used_model, in_tokens, out_tokens)
+                if type(raw) is dict:
+                    out_raw: Any = raw
+                else:
+                    out_raw, in_tokens, out_tokens, returned_model, tokens = split_output(raw, step_id)
+                    if fallback_from is None and returned_model is not None:
+                        used_model = returned_model
+                    if used_model is not None:
+                        cost = estimate_cost_usd(used_model, in_tokens, out_tokens)
                 if contract is not None:
                     output = validate_boundary(contract, "output", out_raw)
                 elif isinstance(out_raw, BaseModel):
                     output = out_raw
                 else:
                     output = UntypedState.model_validate(out_raw)
-                duration_ms = (clock.monotonic() - t0) * 1000.0
+                payload = output.model_dump_json()
+                done = mono()
+                duration_ms = (done - t0) * 1000.0
                 self.tracker.add(step_id, tokens, cost, duration_ms, used_model, out_tokens)
                 recorded = True
                 if self._budget_on:
-                    self._check_budget(step_id)
-                if self.checkpoint_manager is not None:
-                    c0 = clock.monotonic()
+                    await self._check_budget(step_id)
+                if manager is not None:
                     self._committed += 1
                     self._last_node = step_id
                     try:
-                        size = await self.checkpoint_manager.commit(
-                            run_id, step_id, output, self._progress("running")
+                        await manager.commit_json(
+                            run_id,
+                            step_id,
+                            output,
+                            payload,
+                            schema_ref(type(output)),
+                            self._progress_json("running"),
                         )
                     except BaseException:
                         self._committed -= 1
                         raise
-                    pending = self._emit(
-                        ev.CheckpointSaved(
-                            run_id=run_id,
-                            ts=clock.time(),
-                            node_id=step_id,
-                            store=self.checkpoint_manager.kind,
-                            size_bytes=size,
-                            duration_ms=(clock.monotonic() - c0) * 1000.0,
-                        )
+                    saved = mono()
+                    pending = self._ev(
+                        {
+                            "type": "CheckpointSaved",
+                            "run_id": run_id,
+                            "ts": wall0 + saved,
+                            "node_id": step_id,
+                            "store": manager.kind,
+                            "size_bytes": len(payload),
+                            "duration_ms": (saved - done) * 1000.0,
+                        },
                     )
                     if pending is not None:
                         await pending
@@ -516,47 +597,41 @@ class ReliabilityContext:
                 failure = exc
 
             if failure is None and output is not None:
-                out_dict = output.model_dump()
-                self._last_out = (output, out_dict)
-                pending = self._emit(
-                    ev.AttemptSucceeded(
-                        run_id=run_id,
-                        ts=clock.time(),
-                        node_id=step_id,
-                        attempt=attempt,
-                        duration_ms=duration_ms,
-                        output_state=out_dict,
-                        tokens=tokens,
-                        input_tokens=in_tokens,
-                        output_tokens=out_tokens,
-                        cost_usd=cost,
-                        model=used_model,
-                    )
+                out_state = payload
+                self._last_out = (output, payload)
+                self.retry_budget._counts[(run_id, step_id)] = attempt
+                end = mono()
+                pending = self._ev(
+                    {
+                        "type": "AttemptSucceeded",
+                        "run_id": run_id,
+                        "ts": wall0 + end,
+                        "node_id": step_id,
+                        "attempt": attempt,
+                        "duration_ms": duration_ms,
+                        "output_state": out_state,
+                        "tokens": tokens,
+                        "input_tokens": in_tokens,
+                        "output_tokens": out_tokens,
+                        "cost_usd": cost,
+                        "model": used_model,
+                    },
                 )
                 if pending is not None:
                     await pending
-                self.trace.events.append(
-                    TraceEvent.model_construct(
-                        node_id=step_id,
-                        run_id=run_id,
-                        attempt=attempt,
-                        timestamp_utc=datetime.fromtimestamp(started_ts, UTC),
-                        input_state=in_dict,
-                        output_state=out_dict,
-                        duration_ms=duration_ms,
-                        failure=None,
-                        failure_message=None,
-                    )
+                self.trace._record_attempt(
+                    (step_id, run_id, attempt, started_ts, in_state, out_state, duration_ms, None, None)
                 )
-                pending = self._emit(
-                    ev.NodeFinished(
-                        run_id=run_id,
-                        ts=clock.time(),
-                        node_id=step_id,
-                        outcome="succeeded",
-                        attempts=attempt,
-                        duration_ms=(clock.monotonic() - node_t0) * 1000.0,
-                    )
+                pending = self._ev(
+                    {
+                        "type": "NodeFinished",
+                        "run_id": run_id,
+                        "ts": wall0 + end,
+                        "node_id": step_id,
+                        "outcome": "succeeded",
+                        "attempts": attempt,
+                        "duration_ms": (end - node_t0) * 1000.0,
+                    },
                 )
                 if pending is not None:
                     await pending
@@ -564,7 +639,7 @@ class ReliabilityContext:
 
             assert failure is not None
             err = failure
-            duration_ms = (clock.monotonic() - t0) * 1000.0
+            duration_ms = (mono() - t0) * 1000.0
             if not recorded:
                 self.tracker.add(step_id, tokens, cost, duration_ms, used_model, out_tokens)
             self.failures += 1
@@ -573,63 +648,67 @@ class ReliabilityContext:
             )
             etype = "timeout" if timed_out else error_type(err)
             message = str(err) or etype
-            now = clock.time()
+            now = self._now()
             if isinstance(err, ContractViolation):
-                await self.emit(
-                    ev.ContractViolated(
-                        run_id=run_id,
-                        ts=now,
-                        node_id=err.node_id,
-                        attempt=attempt,
-                        direction=err.direction,
-                        field_paths=err.field_paths,
-                        error_count=len(err.errors),
-                        errors=tuple(
+                await self._aev(
+                    {
+                        "type": "ContractViolated",
+                        "run_id": run_id,
+                        "ts": now,
+                        "node_id": err.node_id,
+                        "attempt": attempt,
+                        "direction": err.direction,
+                        "field_paths": err.field_paths,
+                        "error_count": len(err.errors),
+                        "errors": tuple(
                             (path, str(e.get("msg", "")))
                             for path, e in zip(err.field_paths, err.errors, strict=True)
                         ),
-                    )
+                    },
                 )
-            await self.emit(
-                ev.FailureClassified(
-                    run_id=run_id,
-                    ts=now,
-                    node_id=step_id,
-                    attempt=attempt,
-                    failure_class=failure_class.value,
-                    decided_by=decided_by,
-                    error_type=etype,
-                )
+            await self._aev(
+                {
+                    "type": "FailureClassified",
+                    "run_id": run_id,
+                    "ts": now,
+                    "node_id": step_id,
+                    "attempt": attempt,
+                    "failure_class": failure_class.value,
+                    "decided_by": decided_by,
+                    "error_type": etype,
+                },
             )
-            await self.emit(
-                ev.AttemptFailed(
-                    run_id=run_id,
-                    ts=now,
-                    node_id=step_id,
-                    attempt=attempt,
-                    duration_ms=duration_ms,
-                    error_type=etype,
-                    message=message,
-                    failure_class=failure_class.value,
-                    tokens=tokens,
-                    input_tokens=in_tokens,
-                    output_tokens=out_tokens,
-                    cost_usd=cost,
-                    model=used_model,
-                    exception=err,
-                )
+            await self._aev(
+                {
+                    "type": "AttemptFailed",
+                    "run_id": run_id,
+                    "ts": now,
+                    "node_id": step_id,
+                    "attempt": attempt,
+                    "duration_ms": duration_ms,
+                    "error_type": etype,
+                    "message": message,
+                    "failure_class": failure_class.value,
+                    "tokens": tokens,
+                    "input_tokens": in_tokens,
+                    "output_tokens": out_tokens,
+                    "cost_usd": cost,
+                    "model": used_model,
+                    "exception": err,
+                },
             )
-            self.trace.events.append(
-                TraceEvent.model_construct(
-                    node_id=step_id,
-                    run_id=run_id,
-                    attempt=attempt,
-                    timestamp_utc=datetime.fromtimestamp(started_ts, UTC),
-                    input_state=in_dict,
-                    output_state=None,
-                    duration_ms=duration_ms,
-                    failure=failure_class,
-                    failure_message=message,
+            self.retry_budget._counts[(run_id, step_id)] = attempt
+            self.trace._record_attempt(
+                (
+                    step_id,
+                    run_id,
+                    attempt,
+                    started_ts,
+                    in_state,
+                    None,
+                    duration_ms,
+                    failure_class.value,
+                    message,
                 )
             )
             if logger.isEnabledFor(logging.INFO):
@@ -643,33 +722,36 @@ class ReliabilityContext:
                     decided_by,
                 )
             policy = policies.get(failure_class)
-            if not isinstance(err, BudgetExceeded) and policy is not None and attempt <= policy.max_retries:
+            budget_stop = isinstance(err, BudgetExceeded)
+            if not budget_stop and policy is not None and attempt <= policy.max_retries:
                 delay = backoff_delay(attempt, policy, self._rng)
-                await self.emit(
-                    ev.RetryScheduled(
-                        run_id=run_id,
-                        ts=clock.time(),
-                        node_id=step_id,
-                        attempt=attempt,
-                        delay_s=delay,
-                        error_type=etype,
-                        failure_class=failure_class.value,
-                    )
+                await self._aev(
+                    {
+                        "type": "RetryScheduled",
+                        "run_id": run_id,
+                        "ts": self._now(),
+                        "node_id": step_id,
+                        "attempt": attempt,
+                        "delay_s": delay,
+                        "error_type": etype,
+                        "failure_class": failure_class.value,
+                    },
                 )
                 if delay > 0:
-                    await clock.sleep(delay)
+                    await self._clock.sleep(delay)
                 continue
-            if not isinstance(err, BudgetExceeded):
-                await self.emit(
-                    ev.RetriesExhausted(
-                        run_id=run_id,
-                        ts=clock.time(),
-                        node_id=step_id,
-                        attempts=attempt,
-                        failure_class=failure_class.value,
-                        max_retries=policy.max_retries if policy else 0,
-                        backoff_seconds=policy.backoff_seconds if policy else 0.0,
-                    )
+            if not budget_stop:
+                await self._aev(
+                    {
+                        "type": "RetriesExhausted",
+                        "run_id": run_id,
+                        "ts": self._now(),
+                        "node_id": step_id,
+                        "attempts": attempt,
+                        "failure_class": failure_class.value,
+                        "max_retries": policy.max_retries if policy else 0,
+                        "backoff_seconds": policy.backoff_seconds if policy else 0.0,
+                    },
                 )
             await self._node_failed(step_id, attempt, node_t0, failure_class, err)
             raise err
@@ -683,22 +765,23 @@ class ReliabilityContext:
         exc: BaseException,
     ) -> None:
         self.last_failure = (step_id, failure_class, exc)
-        await self.emit(
-            ev.NodeFinished(
-                run_id=self.run_id,
-                ts=self._clock.time(),
-                node_id=step_id,
-                outcome="failed",
-                attempts=attempts,
-                duration_ms=(self._clock.monotonic() - node_t0) * 1000.0,
-                failure_class=failure_class.value,
-            )
+        await self._aev(
+            {
+                "type": "NodeFinished",
+                "run_id": self.run_id,
+                "ts": self._now(),
+                "node_id": step_id,
+                "outcome": "failed",
+                "attempts": attempts,
+                "duration_ms": (self._mono() - node_t0) * 1000.0,
+                "failure_class": failure_class.value,
+            },
         )
 
     async def restore(self, node_id: str, output: BaseModel | None, size: int, duration_ms: float) -> None:
         """Publish that ``node_id`` was skipped on resume (its checkpoint loaded if ``output``)."""
-        now = self._clock.time()
-        out_dict = output.model_dump() if output is not None else None
+        now = self._now()
+        out_dict = output.model_dump(mode="json") if output is not None else None
         if output is not None and self.checkpoint_manager is not None:
             await self.emit(
                 ev.CheckpointLoaded(
@@ -719,24 +802,33 @@ class ReliabilityContext:
         self, group: Callable[..., Any], state: Any, ctx: Any, group_id: str, attempt: int
     ) -> tuple[dict[str, Any], int, int, str | None]:
         children: tuple[Callable[..., Any], ...] = group._stroma_children  # type: ignore[attr-defined]
-        clock = self._clock
         run_id = self.run_id
 
         async def child_started(child_id: str) -> float:
-            await self.emit(ev.NodeStarted(run_id=run_id, ts=clock.time(), node_id=child_id, parent=group_id))
-            return clock.monotonic()
+            t0 = self._mono()
+            await self._aev(
+                {
+                    "type": "NodeStarted",
+                    "run_id": run_id,
+                    "ts": self._now(),
+                    "node_id": child_id,
+                    "parent": group_id,
+                },
+            )
+            return t0
 
         async def child_finished(child_id: str, t0: float, outcome: str) -> None:
-            await self.emit(
-                ev.NodeFinished(
-                    run_id=run_id,
-                    ts=clock.time(),
-                    node_id=child_id,
-                    outcome=outcome,
-                    attempts=1,
-                    duration_ms=(clock.monotonic() - t0) * 1000.0,
-                    parent=group_id,
-                )
+            await self._aev(
+                {
+                    "type": "NodeFinished",
+                    "run_id": run_id,
+                    "ts": self._now(),
+                    "node_id": child_id,
+                    "outcome": outcome,
+                    "attempts": 1,
+                    "duration_ms": (self._mono() - t0) * 1000.0,
+                    "parent": group_id,
+                },
             )
 
         return await fan_out(children, state, ctx, child_started, child_finished)

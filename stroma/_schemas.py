@@ -18,12 +18,18 @@ _lock = threading.Lock()
 _by_ref: dict[str, type[BaseModel]] = {}
 
 
+_ref_of: dict[type[BaseModel], str] = {}
+
+
 def schema_ref(schema: type[BaseModel]) -> str:
     """``module:qualname`` of ``schema``; remembers the schema so it can be resolved later."""
+    ref = _ref_of.get(schema)
+    if ref is not None:
+        return ref
     ref = f"{schema.__module__}:{schema.__qualname__}"
-    if _by_ref.get(ref) is not schema:
-        with _lock:
-            _by_ref[ref] = schema
+    with _lock:
+        _by_ref[ref] = schema
+        _ref_of[schema] = ref
     return ref
 
 

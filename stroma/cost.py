@@ -139,7 +139,8 @@ class CostTracker:
     """Running totals of a run's usage, overall and per node (never re-summed)."""
 
     def __init__(self) -> None:
-        self._by_node: dict[str, NodeUsage] = {}
+        # Per node: [tokens, cost_usd, latency_ms, model, output_tokens]; NodeUsage is built on read.
+        self._nodes: dict[str, list[Any]] = {}
         self.total_tokens = 0
         self.total_cost_usd = 0.0
         self.total_latency_ms = 0.0
@@ -168,23 +169,16 @@ class CostTracker:
         self.total_tokens += tokens
         self.total_cost_usd += cost_usd
         self.total_latency_ms += latency_ms
-        node = self._by_node.get(node_id)
+        node = self._nodes.get(node_id)
         if node is None:
-            self._by_node[node_id] = NodeUsage.model_construct(
-                node_id=node_id,
-                tokens_used=tokens,
-                cost_usd=cost_usd,
-                latency_ms=latency_ms,
-                model=model,
-                output_tokens=output_tokens,
-            )
+            self._nodes[node_id] = [tokens, cost_usd, latency_ms, model, output_tokens]
         else:
-            node.tokens_used += tokens
-            node.cost_usd += cost_usd
-            node.latency_ms += latency_ms
-            node.output_tokens += output_tokens
+            node[0] += tokens
+            node[1] += cost_usd
+            node[2] += latency_ms
+            node[4] += output_tokens
             if model is not None:
-                node.model = model
+                node[3] = model
 
     def check_budget(self, budget: ExecutionBudget, node_id: str) -> None:
         """Raise BudgetExceeded for the first dimension whose total exceeds its limit."""
@@ -203,14 +197,26 @@ class CostTracker:
             out.append(("latency", budget.max_latency_ms, self.total_latency_ms))
         return out
 
+    @staticmethod
+    def _usage(node_id: str, raw: list[Any]) -> NodeUsage:
+        return NodeUsage(
+            node_id=node_id,
+            tokens_used=raw[0],
+            cost_usd=raw[1],
+            latency_ms=raw[2],
+            model=raw[3],
+            output_tokens=raw[4],
+        )
+
     def usage_for(self, node_id: str) -> NodeUsage | None:
         """Accumulated usage of one node."""
-        return self._by_node.get(node_id)
+        raw = self._nodes.get(node_id)
+        return None if raw is None else self._usage(node_id, raw)
 
     @property
     def by_node(self) -> dict[str, NodeUsage]:
         """Accumulated usage per node, in first-seen order."""
-        return dict(self._by_node)
+        return {k: self._usage(k, v) for k, v in self._nodes.items()}
 
     def summary(self) -> dict[str, Any]:
         """Totals and per-node usage as plain data."""
@@ -218,7 +224,7 @@ class CostTracker:
             "total_tokens": self.total_tokens,
             "total_cost_usd": self.total_cost_usd,
             "total_latency_ms": self.total_latency_ms,
-            "nodes": {k: v.model_dump() for k, v in self._by_node.items()},
+            "nodes": {k: v.model_dump() for k, v in self.by_node.items()},
         }
 
 

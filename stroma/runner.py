@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from stroma._config import RunConfig, check_node_id
-from stroma._engine import ReliabilityContext, fan_out
+from stroma._engine import ReliabilityContext, fan_out, takes_context
 from stroma.checkpoint import (
     AsyncInMemoryStore,
     CheckpointManager,
@@ -72,6 +72,7 @@ def stroma_node(node_id: str, contract: NodeContract) -> Callable[[NodeFunction]
     def decorate(func: NodeFunction) -> NodeFunction:
         func._stroma_node_id = node_id  # type: ignore[attr-defined]
         func._stroma_contract = contract  # type: ignore[attr-defined]
+        func._stroma_takes_ctx = takes_context(func)  # type: ignore[attr-defined]
         return func
 
     return decorate

@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from stroma.events import LifecycleEvent
+from stroma.events import EVENT_TYPES, LifecycleEvent
 from stroma.failures import FailureClass
 
 if TYPE_CHECKING:
@@ -75,31 +75,112 @@ class TraceEvent(BaseModel):
 _COMPARED = ("input_state", "output_state", "failure", "failure_message")
 
 
-class ExecutionTrace:
-    """The attempts of a run (iterable, sized) plus its full lifecycle event log (``log``)."""
+# While a run goes, the engine records compactly: an event as the dict of its fields plus "type",
+# an attempt as a tuple, and a state as the JSON text it already wrote for the checkpoint. Such
+# records hold only atoms, so the garbage collector stops tracking them, and nothing is dumped or
+# built twice on the hot path. Objects are built on first read.
 
-    __slots__ = ("events", "log")
+
+def _state(value: Any, cache: dict[int, Any]) -> Any:
+    if type(value) is not str:
+        return value
+    key = id(value)
+    decoded = cache.get(key)
+    if decoded is None:
+        decoded = json.loads(value)
+        if not isinstance(decoded, dict):
+            decoded = {"value": decoded}
+        cache[key] = decoded
+    return decoded
+
+
+def materialize_event(item: Any, cache: dict[int, Any] | None = None) -> LifecycleEvent:
+    """Build the event object of a raw record (a dict of fields with ``type``)."""
+    if type(item) is not dict:
+        return item  # type: ignore[no-any-return]
+    cache = {} if cache is None else cache
+    fields = dict(item)
+    cls = EVENT_TYPES[fields.pop("type")]
+    for key in ("input_state", "output_state"):
+        if key in fields:
+            fields[key] = _state(fields[key], cache)
+    return cls(**fields)
+
+
+def _materialize_attempt(item: Any, cache: dict[int, Any]) -> TraceEvent:
+    if type(item) is not tuple:
+        return item  # type: ignore[no-any-return]
+    node_id, run_id, attempt, ts, input_state, output_state, duration_ms, failure, message = item
+    return TraceEvent.model_construct(
+        node_id=node_id,
+        run_id=run_id,
+        attempt=attempt,
+        timestamp_utc=datetime.fromtimestamp(ts, UTC),
+        input_state=_state(input_state, cache),
+        output_state=_state(output_state, cache),
+        duration_ms=duration_ms,
+        failure=FailureClass(failure) if failure is not None else None,
+        failure_message=message,
+    )
+
+
+class ExecutionTrace:
+    """The attempts of a run (iterable, sized) plus its full lifecycle event log (``log``).
+
+    The engine records compactly while the run goes; ``events`` and ``log`` build their objects
+    on first access (read them after the run, not from inside it).
+    """
+
+    __slots__ = ("_attempts", "_attempts_done", "_log", "_log_done")
 
     def __init__(
         self,
         events: list[TraceEvent] | None = None,
         log: list[LifecycleEvent] | None = None,
     ) -> None:
-        self.events: list[TraceEvent] = events if events is not None else []
-        self.log: list[LifecycleEvent] = log if log is not None else []
+        self._attempts: list[Any] = list(events) if events is not None else []
+        self._log: list[Any] = list(log) if log is not None else []
+        self._attempts_done = len(self._attempts)
+        self._log_done = len(self._log)
+
+    @property
+    def events(self) -> list[TraceEvent]:
+        """One TraceEvent per attempt, in order."""
+        items = self._attempts
+        cache: dict[int, Any] = {}
+        for i in range(self._attempts_done, len(items)):
+            items[i] = _materialize_attempt(items[i], cache)
+        self._attempts_done = len(items)
+        return items
+
+    @property
+    def log(self) -> list[LifecycleEvent]:
+        """Every lifecycle event of the run, in order."""
+        items = self._log
+        cache: dict[int, Any] = {}
+        for i in range(self._log_done, len(items)):
+            items[i] = materialize_event(items[i], cache)
+        self._log_done = len(items)
+        return items
+
+    def _record(self, item: LifecycleEvent | dict[str, Any]) -> None:
+        self._log.append(item)
+
+    def _record_attempt(self, item: tuple[Any, ...]) -> None:
+        self._attempts.append(item)
 
     def __repr__(self) -> str:
-        return f"ExecutionTrace(attempts={len(self.events)}, events={len(self.log)})"
+        return f"ExecutionTrace(attempts={len(self._attempts)}, events={len(self._log)})"
 
     def append(self, event: TraceEvent) -> None:
         """Add one attempt."""
-        self.events.append(event)
+        self._attempts.append(event)
 
     def __iter__(self) -> Iterator[TraceEvent]:
         return iter(self.events)
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self._attempts)
 
     def __getitem__(self, index: int) -> TraceEvent:
         return self.events[index]

@@ -29,13 +29,15 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 from pydantic import BaseModel, ValidationError
 
 from stroma._schemas import resolve_schema, schema_ref
+from stroma.checkpoint._codec import MAX_PAYLOAD_BYTES, decode_payload, no_longer_valid
 from stroma.checkpoint.memory import AsyncInMemoryStore, InMemoryStore
 from stroma.checkpoint.postgres import PostgresStore
 from stroma.checkpoint.redis import RedisStore, SyncRedisStore
 from stroma.checkpoint.sqlite import SqliteStore
-from stroma.errors import CheckpointDataError, RunLeasedError, StoreUnavailableError
+from stroma.errors import RunLeasedError, StoreUnavailableError
 
 __all__ = [
+    "MAX_PAYLOAD_BYTES",
     "PROGRESS_NODE",
     "RUN_NODE",
     "AsyncCheckpointStore",
@@ -53,6 +55,7 @@ __all__ = [
     "SyncRedisStore",
     "_resolve_schema",
     "_schema_ref",
+    "decode_payload",
 ]
 
 RUN_NODE = "__stroma_run__"
@@ -211,7 +214,7 @@ class CheckpointManager:
             try:
                 return schema.model_validate(state.model_dump())
             except ValidationError as exc:
-                raise _no_longer_valid(run_id, node_id, schema, exc) from None
+                raise no_longer_valid(run_id, node_id, schema, exc) from None
         return state  # type: ignore[no-any-return]
 
     async def clear(self, run_id: str) -> None:
@@ -235,6 +238,17 @@ class CheckpointManager:
         await self._call("save", run_id, node_id, state)
         await self._call("save", run_id, PROGRESS_NODE, progress)
         return 0
+
+    async def commit_json(
+        self, run_id: str, node_id: str, state: BaseModel, payload: str, ref: str, progress: str
+    ) -> None:
+        """:meth:`commit` for a caller that already has the JSON of ``state`` and of the progress
+        record (the engine's hot path: nothing is serialized twice)."""
+        if self._raw:
+            await self.store.commit_raw(run_id, node_id, payload, ref, progress)
+            return
+        await self._call("save", run_id, node_id, state)
+        await self._call("save", run_id, PROGRESS_NODE, RunProgress.model_validate_json(progress))
 
     async def save_manifest(self, manifest: RunManifest) -> None:
         """Record the pipeline and trace context of a run that is starting."""
@@ -283,66 +297,6 @@ class CheckpointManager:
                     await release(run_id, owner)
                 else:
                     release(run_id, owner)
-
-
-def _no_longer_valid(
-    run_id: str, node_id: str, schema: type[BaseModel], exc: ValidationError
-) -> CheckpointDataError:
-    first = exc.errors(include_url=False)[:3]
-    fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or '__root__'}: {e['msg']}" for e in first)
-    return CheckpointDataError(
-        f"checkpoint of node '{node_id}' in run '{run_id}' no longer validates against "
-        f"{schema.__name__} ({fields}); the schema changed since it was written. Re-run the "
-        "node (resume from it) or migrate the stored data"
-    )
-
-
-MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
-
-
-def decode_payload(
-    payload: str | bytes,
-    ref: str,
-    schema: type[BaseModel] | None,
-    run_id: str,
-    node_id: str,
-) -> BaseModel:
-    """Validate a stored JSON payload. ``schema`` (from the contract) wins over ``ref``.
-
-    Only JSON is accepted: pickle bytes or anything not JSON raise CheckpointDataError, and
-    ``ref`` is resolved among registered schemas only.
-    """
-    if isinstance(payload, bytes | bytearray):
-        if payload[:1] == b"\x80":
-            raise CheckpointDataError(
-                f"checkpoint of node '{node_id}' in run '{run_id}' holds pickle data; Stroma "
-                "only loads JSON checkpoints and never unpickles"
-            )
-        try:
-            payload = bytes(payload).decode("utf-8")
-        except UnicodeDecodeError:
-            raise CheckpointDataError(
-                f"checkpoint of node '{node_id}' in run '{run_id}' is not UTF-8 JSON"
-            ) from None
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise CheckpointDataError(
-            f"checkpoint of node '{node_id}' in run '{run_id}' is {len(payload)} bytes, over "
-            f"the {MAX_PAYLOAD_BYTES}-byte limit"
-        )
-    target = schema if schema is not None else resolve_schema(ref)
-    try:
-        return target.model_validate_json(payload)
-    except ValidationError as exc:
-        if any(e.get("type") == "json_invalid" for e in exc.errors()):
-            raise CheckpointDataError(
-                f"checkpoint of node '{node_id}' in run '{run_id}' is not valid JSON "
-                f"({exc.errors()[0].get('msg', '')}); Stroma only loads JSON checkpoints"
-            ) from None
-        raise _no_longer_valid(run_id, node_id, target, exc) from None
-    except RecursionError:
-        raise CheckpointDataError(
-            f"checkpoint of node '{node_id}' in run '{run_id}' is nested too deeply to load"
-        ) from None
 
 
 def now() -> float:

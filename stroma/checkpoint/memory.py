@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from stroma._schemas import resolve_schema, schema_ref
+from stroma._schemas import schema_ref
+from stroma.checkpoint._codec import decode_payload
 
 __all__ = ["AsyncInMemoryStore", "InMemoryStore"]
 
@@ -38,14 +39,14 @@ class InMemoryStore:
         item = self._data.get(run_id, {}).get(node_id)
         if item is None:
             return None
-        return resolve_schema(item[1]).model_validate_json(item[0])
+        return decode_payload(item[0], item[1], None, run_id, node_id)
 
     def load_typed(self, run_id: str, node_id: str, schema: type[BaseModel]) -> BaseModel | None:
         """Load a checkpoint validated with ``schema``, or None."""
         item = self._data.get(run_id, {}).get(node_id)
         if item is None:
             return None
-        return schema.model_validate_json(item[0])
+        return decode_payload(item[0], item[1], schema, run_id, node_id)
 
     def save_typed(self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]) -> None:
         """Save ``state`` (validated as ``schema``)."""
@@ -80,14 +81,14 @@ class AsyncInMemoryStore:
         item = self._data.get(run_id, {}).get(node_id)
         if item is None:
             return None
-        return resolve_schema(item[1]).model_validate_json(item[0])
+        return decode_payload(item[0], item[1], None, run_id, node_id)
 
     async def load_typed(self, run_id: str, node_id: str, schema: type[BaseModel]) -> BaseModel | None:
         """Load a checkpoint validated with ``schema``, or None."""
         item = self._data.get(run_id, {}).get(node_id)
         if item is None:
             return None
-        return schema.model_validate_json(item[0])
+        return decode_payload(item[0], item[1], schema, run_id, node_id)
 
     async def delete(self, run_id: str) -> None:
         """Forget every checkpoint of ``run_id``."""
@@ -103,11 +104,9 @@ class AsyncInMemoryStore:
 
     async def commit_raw(self, run_id: str, node_id: str, payload: str, ref: str, progress: str) -> None:
         """Save a checkpoint and the run's progress record together."""
-        from stroma.checkpoint import PROGRESS_NODE  # noqa: PLC0415 - cycle
-
         run = self._data.setdefault(run_id, {})
         run[node_id] = (payload, ref)
-        run[PROGRESS_NODE] = (progress, _PROGRESS_REF)
+        run[_PROGRESS_NODE] = (progress, _PROGRESS_REF)
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool:
         """Take the run's lease unless another owner holds it."""
@@ -124,3 +123,4 @@ class AsyncInMemoryStore:
 
 
 _PROGRESS_REF = "stroma.checkpoint:RunProgress"
+_PROGRESS_NODE = "__stroma_progress__"  # stroma.checkpoint.PROGRESS_NODE (which imports this module)

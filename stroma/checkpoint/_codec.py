@@ -1,0 +1,72 @@
+"""Decoding stored checkpoint payloads: JSON only, against a schema named in code."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ValidationError
+
+from stroma._schemas import resolve_schema
+from stroma.errors import CheckpointDataError
+
+__all__ = ["MAX_PAYLOAD_BYTES", "decode_payload", "no_longer_valid"]
+
+
+def no_longer_valid(
+    run_id: str, node_id: str, schema: type[BaseModel], exc: ValidationError
+) -> CheckpointDataError:
+    first = exc.errors(include_url=False)[:3]
+    fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or '__root__'}: {e['msg']}" for e in first)
+    return CheckpointDataError(
+        f"checkpoint of node '{node_id}' in run '{run_id}' no longer validates against "
+        f"{schema.__name__} ({fields}); the schema changed since it was written. Re-run the "
+        "node (resume from it) or migrate the stored data"
+    )
+
+
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+
+
+def decode_payload(
+    payload: str | bytes,
+    ref: str,
+    schema: type[BaseModel] | None,
+    run_id: str,
+    node_id: str,
+) -> BaseModel:
+    """Validate a stored JSON payload. ``schema`` (from the contract) wins over ``ref``.
+
+    Only JSON is accepted: pickle bytes or anything not JSON raise CheckpointDataError, and
+    ``ref`` is resolved among registered schemas only.
+    """
+    if isinstance(payload, bytes | bytearray):
+        if payload[:1] == b"\x80":
+            raise CheckpointDataError(
+                f"checkpoint of node '{node_id}' in run '{run_id}' holds pickle data; Stroma "
+                "only loads JSON checkpoints and never unpickles"
+            )
+        try:
+            payload = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointDataError(
+                f"checkpoint of node '{node_id}' in run '{run_id}' is not UTF-8 JSON"
+            ) from None
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise CheckpointDataError(
+            f"checkpoint of node '{node_id}' in run '{run_id}' is {len(payload)} bytes, over "
+            f"the {MAX_PAYLOAD_BYTES}-byte limit"
+        )
+    target = schema if schema is not None else resolve_schema(ref)
+    try:
+        return target.model_validate_json(payload)
+    except ValidationError as exc:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            raise CheckpointDataError(
+                f"checkpoint of node '{node_id}' in run '{run_id}' is not valid JSON "
+                f"({exc.errors()[0].get('msg', '')}); Stroma only loads JSON checkpoints"
+            ) from None
+        raise no_longer_valid(run_id, node_id, target, exc) from None
+    except RecursionError:
+        raise CheckpointDataError(
+            f"checkpoint of node '{node_id}' in run '{run_id}' is nested too deeply to load"
+        ) from None
+
+
