@@ -198,3 +198,21 @@ def test_events_are_frozen() -> None:
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.status = "FAILED"  # type: ignore[misc]
+
+
+async def test_a_hanging_async_hook_is_abandoned(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An async hook that never returns is cut off after HOOK_TIMEOUT_S and counted; the run completes."""
+    import asyncio
+
+    import stroma.hooks
+
+    monkeypatch.setattr(stroma.hooks, "HOOK_TIMEOUT_S", 0.01)
+
+    async def hangs(event: Any) -> None:
+        await asyncio.Event().wait()
+
+    runner, flaky = flaky_runner()
+    runner.with_hooks(NodeHooks(on_run_start=hangs))
+    result = await runner.run([flaky], Count(n=0))
+    assert result.status is RunStatus.COMPLETED
+    assert result.hook_errors == 1

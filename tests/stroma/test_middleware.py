@@ -1,0 +1,78 @@
+"""ReliabilityContext, execute_step and StromaStep: the loop without a runner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stroma import (
+    AsyncInMemoryStore,
+    CheckpointManager,
+    ContractRegistry,
+    ContractViolation,
+    ReliabilityContext,
+    RunConfig,
+    RunStatus,
+    StromaStep,
+    default_policy_map,
+    execute_step,
+)
+from stroma.testing import FakeClock
+
+from .conftest import Count, Doc, Summary
+
+
+def context(**config: Any) -> ReliabilityContext:
+    """A context over an in-memory store with the default retry policies."""
+    manager = CheckpointManager(AsyncInMemoryStore())
+    return ReliabilityContext.for_run(
+        RunConfig(run_id="mw", policy_map=default_policy_map(), **config), ContractRegistry(), manager
+    )
+
+
+async def test_wrapped_step_retries_checkpoints_and_traces(clock: FakeClock) -> None:
+    """A StromaStep-wrapped function gets retries, a checkpoint and trace entries per attempt."""
+    ctx = context()
+    step = StromaStep(ctx)
+    calls = {"n": 0}
+
+    @step("count", input=Count, output=Count)
+    async def count(state: Count) -> dict[str, int]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TimeoutError("once")
+        return {"n": state.n + 1}
+
+    out = await count(Count(n=1))
+    assert out == Count(n=2)
+    assert [e.failure is None for e in ctx.trace] == [False, True]
+    assert await ctx.checkpoint_manager.resume("mw", "count", Count) == Count(n=2)  # type: ignore[union-attr]
+    assert ctx.build_result(RunStatus.COMPLETED, out).status is RunStatus.COMPLETED
+    assert len(clock.slept) == 1
+
+
+async def test_wrapped_step_raises_its_final_error(clock: FakeClock) -> None:
+    """After the last attempt the caller sees the step's own exception."""
+    ctx = context()
+
+    @StromaStep(ctx)("bad", input=Doc, output=Summary)
+    async def bad(state: Doc) -> dict[str, Any]:
+        return {"nope": 1}
+
+    with pytest.raises(ContractViolation, match=r"'bad' \(output\)"):
+        await bad(Doc(text="x"))
+    assert ctx.last_failure is not None
+    assert ctx.last_failure[0] == "bad"
+
+
+async def test_execute_step_without_a_contract_returns_untyped_state(clock: FakeClock) -> None:
+    """Without a contract the output is kept as given (and still checkpointed)."""
+    ctx = context()
+
+    async def free(state: Any) -> dict[str, Any]:
+        return {"anything": [1, 2], "goes": True}
+
+    out = await execute_step("free", free, {"x": 1}, ctx)
+    assert out.model_dump() == {"anything": [1, 2], "goes": True}
+    assert ctx.trace.events[0].input_state == {"x": 1}
