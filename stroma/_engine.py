@@ -165,6 +165,7 @@ class ReliabilityContext:
         self.retry_budget = RetryBudget()
         self.failures = 0
         self.last_failure: tuple[str, FailureClass, BaseException] | None = None
+        self._last_error_type: str | None = None
         self.carrier: dict[str, str] = {}
         self.run_file: str | None = None
         self._dispatch = Dispatcher([*config.hook_list(), *hooks, *global_hooks()])
@@ -308,7 +309,7 @@ class ReliabilityContext:
                 total_tokens=self.tracker.total_tokens,
                 total_cost_usd=self.tracker.total_cost_usd,
                 failures=self.failures,
-                error_type=error_type(failed[2]) if failed else None,
+                error_type=self._last_error_type if failed else None,
                 failed_node=failed[0] if failed else None,
             )
         )
@@ -322,7 +323,26 @@ class ReliabilityContext:
         return self.build_result(status, final_state)
 
     def abort(self) -> None:
-        """Close the run file of a run that was cancelled or interrupted mid-way."""
+        """End a run that was cancelled or interrupted mid-way: publish RunFinished with status
+        "CANCELLED" (so listeners close what they opened) and close the run file.
+
+        Synchronous on purpose: it runs while a cancellation unwinds, in the run's own task, where
+        async hooks cannot be awaited (their coroutines are closed unrun).
+        """
+        pending = self._emit(
+            ev.RunFinished(
+                run_id=self.run_id,
+                ts=self._now(),
+                status="CANCELLED",
+                duration_ms=(self._mono() - self._t0) * 1000.0,
+                total_tokens=self.tracker.total_tokens,
+                total_cost_usd=self.tracker.total_cost_usd,
+                failures=self.failures,
+            )
+        )
+        close = getattr(pending, "close", None)
+        if close is not None:
+            close()
         if self._writer is not None:
             self._writer.close()
 
@@ -753,7 +773,7 @@ class ReliabilityContext:
                         "backoff_seconds": policy.backoff_seconds if policy else 0.0,
                     },
                 )
-            await self._node_failed(step_id, attempt, node_t0, failure_class, err)
+            await self._node_failed(step_id, attempt, node_t0, failure_class, err, etype)
             raise err
 
     async def _node_failed(
@@ -763,8 +783,11 @@ class ReliabilityContext:
         node_t0: float,
         failure_class: FailureClass,
         exc: BaseException,
+        etype: str | None = None,
     ) -> None:
+        etype = etype or error_type(exc)
         self.last_failure = (step_id, failure_class, exc)
+        self._last_error_type = etype
         await self._aev(
             {
                 "type": "NodeFinished",
@@ -775,6 +798,7 @@ class ReliabilityContext:
                 "attempts": attempts,
                 "duration_ms": (self._mono() - node_t0) * 1000.0,
                 "failure_class": failure_class.value,
+                "error_type": etype,
             },
         )
 
@@ -817,7 +841,7 @@ class ReliabilityContext:
             )
             return t0
 
-        async def child_finished(child_id: str, t0: float, outcome: str) -> None:
+        async def child_finished(child_id: str, t0: float, outcome: str, etype: str | None = None) -> None:
             await self._aev(
                 {
                     "type": "NodeFinished",
@@ -828,6 +852,7 @@ class ReliabilityContext:
                     "attempts": 1,
                     "duration_ms": (self._mono() - t0) * 1000.0,
                     "parent": group_id,
+                    "error_type": etype,
                 },
             )
 
@@ -839,7 +864,7 @@ async def fan_out(
     state: Any,
     ctx: Any,
     started: Callable[[str], Awaitable[float]] | None = None,
-    finished: Callable[[str, float, str], Awaitable[None]] | None = None,
+    finished: Callable[[str, float, str, str | None], Awaitable[None]] | None = None,
 ) -> tuple[dict[str, Any], int, int, str | None]:
     """Run ``children`` concurrently on ``state``; validate each against its contract; merge.
 
@@ -860,14 +885,14 @@ async def fan_out(
             out_dict = out.model_dump() if isinstance(out, BaseModel) else dict(out)
         except asyncio.CancelledError:
             if finished is not None:
-                await asyncio.shield(finished(child_id, t0, "cancelled"))
+                await asyncio.shield(finished(child_id, t0, "cancelled", None))
             raise
-        except Exception:
+        except Exception as exc:
             if finished is not None:
-                await finished(child_id, t0, "failed")
+                await finished(child_id, t0, "failed", error_type(exc))
             raise
         if finished is not None:
-            await finished(child_id, t0, "succeeded")
+            await finished(child_id, t0, "succeeded", None)
         return out_dict, in_tokens, out_tokens, model
 
     tasks = [asyncio.ensure_future(run_child(child)) for child in children]

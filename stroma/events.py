@@ -78,7 +78,8 @@ class RunStarted(LifecycleEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(LifecycleEvent):
-    """A run ended with ``status`` (a RunStatus value)."""
+    """A run ended with ``status``: a RunStatus value, or "CANCELLED" when the run was cancelled
+    or interrupted (the error then propagates to the caller)."""
 
     kind: ClassVar[str] = "RunFinished"
     status: str
@@ -102,7 +103,8 @@ class NodeStarted(LifecycleEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeFinished(LifecycleEvent):
-    """A logical node ended: ``outcome`` is "succeeded", "failed" or "cancelled"."""
+    """A logical node ended: ``outcome`` is "succeeded", "failed" or "cancelled"; ``error_type``
+    names the final error of a failed node (as on AttemptFailed)."""
 
     kind: ClassVar[str] = "NodeFinished"
     node_id: str
@@ -111,6 +113,7 @@ class NodeFinished(LifecycleEvent):
     duration_ms: float
     failure_class: str | None = None
     parent: str | None = None
+    error_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

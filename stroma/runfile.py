@@ -21,6 +21,7 @@ import io
 import json
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -259,10 +260,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def run_file_name(run_id: str, started_at: float) -> str:
-    """A file name for a run's ``.jsonl``: run id (made safe), start time, unique suffix."""
+    """A file name for a run's ``.jsonl``: run id (made safe), start time, random suffix (two runs
+    of one id in the same microsecond, as under a fake clock, still get two files)."""
     stamp = datetime.fromtimestamp(started_at, UTC).strftime("%Y%m%dT%H%M%S%f")
     safe = _UNSAFE.sub("_", run_id)[:80] or "run"
-    return f"{safe}-{stamp}.jsonl"
+    return f"{safe}-{stamp}-{secrets.token_hex(3)}.jsonl"
 
 
 class RunFileWriter:

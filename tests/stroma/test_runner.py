@@ -28,8 +28,9 @@ from stroma.events import (
     NodeStarted,
     RetriesExhausted,
     RetryScheduled,
+    RunFinished,
 )
-from stroma.testing import FakeClock
+from stroma.testing import FakeClock, capture_events
 
 from .conftest import Count, Doc, Summary
 
@@ -336,7 +337,7 @@ async def test_node_timeout_raises_timeout_and_is_retried(clock: FakeClock) -> N
 
 
 async def test_cancellation_is_never_classified_or_retried(clock: FakeClock) -> None:
-    """CancelledError propagates out of the run untouched."""
+    """CancelledError propagates out of the run untouched; listeners hear the run ended CANCELLED."""
     runner = StromaRunner.quick()
     entered = asyncio.Event()
 
@@ -346,12 +347,17 @@ async def test_cancellation_is_never_classified_or_retried(clock: FakeClock) -> 
         await asyncio.Event().wait()
         return {"n": 0}
 
-    task = asyncio.ensure_future(runner.run([waits], Count(n=0)))
-    await entered.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    with capture_events() as events:
+        task = asyncio.ensure_future(runner.run([waits], Count(n=0)))
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
     assert clock.slept == []
+    assert events.kinds()[-2:] == ["AttemptStarted", "RunFinished"]
+    finished = events[-1]
+    assert isinstance(finished, RunFinished)
+    assert finished.status == "CANCELLED"
 
 
 async def test_parallel_merges_children_and_sums_usage(clock: FakeClock) -> None:
