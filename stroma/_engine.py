@@ -166,6 +166,7 @@ class ReliabilityContext:
         self.failures = 0
         self.last_failure: tuple[str, FailureClass, BaseException] | None = None
         self._last_error_type: str | None = None
+        self._carried: tuple[int, float] = (0, 0.0)
         self.carrier: dict[str, str] = {}
         self.run_file: str | None = None
         self._dispatch = Dispatcher([*config.hook_list(), *hooks, *global_hooks()])
@@ -253,6 +254,7 @@ class ReliabilityContext:
         last committed node."""
         self.tracker.total_tokens = progress.tokens
         self.tracker.total_cost_usd = progress.cost_usd
+        self._carried = (progress.tokens, progress.cost_usd)
         self.tracker.total_latency_ms = progress.latency_ms
         self._committed = progress.committed
         self._last_node = progress.last_node
@@ -311,6 +313,8 @@ class ReliabilityContext:
                 failures=self.failures,
                 error_type=self._last_error_type if failed else None,
                 failed_node=failed[0] if failed else None,
+                carried_tokens=self._carried[0],
+                carried_cost_usd=self._carried[1],
             )
         )
         if self.checkpoint_manager is not None:

@@ -283,10 +283,15 @@ def summarize_nodes(events: Iterable[ev.LifecycleEvent]) -> dict[str, NodeSide]:
 
 def _label(a: NodeSide, b: NodeSide) -> NodeChange:
     a_done = a.status in ("succeeded", "restored")
+    # A node still "running" when its run's record ends was interrupted (a killed worker): in the
+    # older run it did not complete, like a failure; in the newer run it has not finished yet.
+    a_failed = a.status in ("failed", "running")
     if b.status == "restored":
         return NodeChange.RESTORED
+    if b.status == "running":
+        return NodeChange.NOT_REACHED
     if b.status == "succeeded":
-        if a.status == "failed":
+        if a_failed:
             return NodeChange.FIXED
         if a_done:
             if a.output is None or a.output == b.output:
@@ -294,7 +299,7 @@ def _label(a: NodeSide, b: NodeSide) -> NodeChange:
             return NodeChange.DIFFERENT_OUTPUT
         return NodeChange.NEWLY_REACHED
     if b.status == "failed":
-        if a.status == "failed":
+        if a_failed:
             return NodeChange.FAILED_IN_BOTH
         if a_done:
             return NodeChange.REGRESSED

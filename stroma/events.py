@@ -79,7 +79,9 @@ class RunStarted(LifecycleEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(LifecycleEvent):
     """A run ended with ``status``: a RunStatus value, or "CANCELLED" when the run was cancelled
-    or interrupted (the error then propagates to the caller)."""
+    or interrupted (the error then propagates to the caller). Totals include spend carried over
+    from the runs this one resumed (``carried_tokens`` / ``carried_cost_usd``): budgets hold
+    across resumes."""
 
     kind: ClassVar[str] = "RunFinished"
     status: str
@@ -89,6 +91,8 @@ class RunFinished(LifecycleEvent):
     failures: int
     error_type: str | None = None
     failed_node: str | None = None
+    carried_tokens: int = 0
+    carried_cost_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

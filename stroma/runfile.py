@@ -433,6 +433,50 @@ def _attempt_list(items: list[Any], path: str) -> RunRecord:
     return RunRecord.from_events(events, run_id=run_id, path=path)
 
 
+def _message(exc: RunFileError) -> str:
+    """The message of a RunFileError without its 'file, line, field: ' prefix."""
+    prefix = exc.path
+    if exc.line is not None:
+        prefix += f", line {exc.line}"
+    if exc.field:
+        prefix += f", field '{exc.field}'"
+    text = str(exc)
+    return text[len(prefix) + 2 :] if text.startswith(prefix + ": ") else text
+
+
+def _element_line(text: str, index: int) -> int | None:
+    """The line on which element ``index`` of the top-level ``"events"`` list starts (error path
+    only: walks the document's top-level keys with the JSON decoder)."""
+    if index < 0:
+        return None
+    decoder = json.JSONDecoder()
+    ws = " \t\r\n"
+    pos = text.find("{")
+    if pos < 0:
+        return None
+    pos += 1
+    try:
+        while pos < len(text):
+            while text[pos] in ws or text[pos] == ",":
+                pos += 1
+            key, pos = decoder.raw_decode(text, pos)
+            while text[pos] in ws or text[pos] == ":":
+                pos += 1
+            if key != "events":
+                _, pos = decoder.raw_decode(text, pos)
+                continue
+            pos += 1  # the list's "["
+            for i in range(index + 1):
+                while text[pos] in ws or text[pos] == ",":
+                    pos += 1
+                if i == index:
+                    return text.count("\n", 0, pos) + 1
+                _, pos = decoder.raw_decode(text, pos)
+    except (ValueError, IndexError):
+        return None
+    return None
+
+
 def _load_json(path: str, text: str) -> RunRecord:
     try:
         doc = json.loads(text)
@@ -448,7 +492,14 @@ def _load_json(path: str, text: str) -> RunRecord:
     raw_events = doc.get("events")
     if not isinstance(raw_events, list):
         raise RunFileError('"events" is missing or not a list', path=path, field="events")
-    events = [_decode_event(item, path, None, i) for i, item in enumerate(raw_events)]
+    try:
+        events = [_decode_event(item, path, None, i) for i, item in enumerate(raw_events)]
+    except RunFileError as exc:
+        index = int(exc.field.split("[", 1)[1].split("]", 1)[0]) if exc.field else -1
+        line = _element_line(text, index)
+        if line is None:
+            raise
+        raise RunFileError(_message(exc), path=path, line=line, field=exc.field) from None
     header = _header_from_dict(doc.get("header"), events, path, None)
     return RunRecord(header, events, path=path, format_version=version)
 

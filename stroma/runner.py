@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from stroma._clock import current_clock
 from stroma._config import RunConfig, check_node_id
 from stroma._engine import ReliabilityContext, fan_out, takes_context
 from stroma.checkpoint import (
@@ -359,7 +359,8 @@ class StromaRunner:
     ) -> tuple[BaseModel, int, float]:
         node_id, _, contract = step
         schema = contract.output_schema if contract is not None else UntypedState
-        t0 = time.perf_counter()
+        clock = current_clock()
+        t0 = clock.monotonic()
         loaded = await self.checkpoint_manager.resume(run_id, node_id, schema)
         if loaded is None:
             raise CheckpointMissingError(
@@ -369,7 +370,7 @@ class StromaRunner:
                 "from an earlier node, or run the pipeline from the start"
             )
         size = len(loaded.model_dump_json()) if self.checkpoint_manager._raw else 0
-        return loaded, size, (time.perf_counter() - t0) * 1000.0
+        return loaded, size, (clock.monotonic() - t0) * 1000.0
 
     async def _finished(
         self,

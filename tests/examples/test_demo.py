@@ -32,11 +32,12 @@ def test_demo_retries_catches_crashes_resumes_and_writes_run_files(tmp_path: Pat
     assert "restored from checkpoint (not run again): fetch, summarize" in out
     assert "Traceback" not in proc.stderr
 
-    crashed = load_run(next(tmp_path.glob("demo-research-1-*.jsonl")))
+    crashed = load_run(sorted(tmp_path.glob("demo-research-1-*.jsonl"))[0])  # the first, killed run
     resumed = load_run(tmp_path / "resumed.json")
     assert not crashed.finished
     assert resumed.header.status == "RESUMED"
     labels = {n.node_id: n.change.name for n in compare_runs(crashed, resumed).nodes}
     assert labels["fetch"] == "RESTORED"
     assert labels["summarize"] == "RESTORED"
+    assert labels["publish"] == "FIXED"  # interrupted by the kill, completed by the resume
     assert load_run(tmp_path / "contract-violation.json").header.status == "FAILED"

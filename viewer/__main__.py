@@ -1,0 +1,5 @@
+"""``python -m viewer``: the same as ``stroma-view``."""
+
+from viewer.cli import main
+
+raise SystemExit(main())

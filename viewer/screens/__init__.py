@@ -1,0 +1,1 @@
+"""The viewer's screens: Run, Diff, Cost, Runs (folder mode) and Help."""

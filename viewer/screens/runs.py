@@ -1,0 +1,137 @@
+"""RunsScreen (folder mode): every run in a folder; mark two to diff them; a resumed run is shown
+right under the run it resumed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from viewer.model.detail import fmt_cost, fmt_ms, fmt_ts
+from viewer.model.folder import RunEntry, scan_folder
+from viewer.widgets.run_header import status_style
+from viewer.widgets.virtual_list import VirtualList
+
+if TYPE_CHECKING:
+    from viewer.app import StromaViewApp
+
+__all__ = ["RunsScreen", "render_entry"]
+
+
+def render_entry(entry: RunEntry, marked: bool) -> Text:
+    """One run of the folder."""
+    p = entry.peek
+    text = Text("● " if marked else "  ", "bold yellow")
+    text.append("  ↳ " if entry.resumes else "")
+    text.append(f"{p.path.name:<26}", "bold")
+    if p.error:
+        text.append(f" {p.error}", "red")
+        return text
+    text.append(f" {p.status or 'unfinished':<10}", status_style(p.status))
+    text.append(f" {fmt_ts(p.started_at)}  {fmt_ms(p.duration_ms):>9}  {fmt_cost(p.total_cost_usd):>8}")
+    text.append(f"  {p.run_id}", "dim")
+    if entry.resumes:
+        text.append(f"  resumes {entry.resumes.name}", "cyan")
+    return text
+
+
+class RunsScreen(Screen[None]):
+    """A folder of runs."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter,l", "open", "Open run"),
+        Binding("space,m", "mark", "Mark for diff"),
+        Binding("d", "diff", "Diff marked"),
+        Binding("r", "rescan", "Rescan"),
+    ]
+
+    DEFAULT_CSS = """
+    RunsScreen #runs-title {
+        height: auto;
+        padding: 0 1;
+        background: $boost;
+    }
+    """
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+        self.entries: list[RunEntry] = []
+        self.marked: list[Path] = []
+
+    @property
+    def view_app(self) -> StromaViewApp:
+        """The app, typed."""
+        from viewer.app import StromaViewApp  # noqa: PLC0415 - the app imports this module
+
+        assert isinstance(self.app, StromaViewApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        """Title, run list, footer."""
+        yield Static(f"runs in {self.folder.resolve().name}/", id="runs-title")
+        yield VirtualList(id="runs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """List the folder."""
+        self.action_rescan()
+        self.query_one("#runs", VirtualList).focus()
+
+    def _redraw(self, cursor: int | None = None) -> None:
+        entries = self.entries
+        marked = self.marked
+        self.query_one("#runs", VirtualList).set_rows(
+            len(entries), lambda i: render_entry(entries[i], entries[i].path in marked), cursor
+        )
+        title = f"runs in {self.folder.resolve().name}/ · {len(entries)} files"
+        if marked:
+            title += " · marked: " + ", ".join(p.name for p in marked)
+        self.query_one("#runs-title", Static).update(title)
+
+    @property
+    def selected(self) -> RunEntry | None:
+        """The run under the cursor."""
+        if not self.entries:
+            return None
+        return self.entries[self.query_one("#runs", VirtualList).cursor]
+
+    def action_rescan(self) -> None:
+        """Read the folder again."""
+        self.entries = scan_folder(self.folder)
+        self._redraw()
+
+    def action_open(self) -> None:
+        """Open the selected run."""
+        entry = self.selected
+        if entry is not None:
+            self.view_app.open_run(entry.path, exit_on_error=False)
+
+    def action_mark(self) -> None:
+        """Mark (or unmark) the selected run; two marked runs can be diffed."""
+        entry = self.selected
+        if entry is None:
+            return
+        if entry.path in self.marked:
+            self.marked.remove(entry.path)
+        else:
+            self.marked = [*self.marked[-1:], entry.path]
+        self._redraw()
+
+    def action_diff(self) -> None:
+        """Diff the two marked runs, older first (or the selected run and the run it resumes)."""
+        pair = list(self.marked)
+        entry = self.selected
+        if len(pair) != 2 and entry is not None and entry.resumes is not None:
+            pair = [entry.resumes, entry.path]
+        if len(pair) != 2:
+            self.notify("mark two runs with space first", severity="warning")
+            return
+        order = {e.path: i for i, e in enumerate(self.entries)}
+        a, b = sorted(pair, key=lambda p: order.get(p, 0))
+        self.view_app.open_diff(a, b)
