@@ -589,6 +589,7 @@ class ReliabilityContext:
                 if self._budget_on:
                     await self._check_budget(step_id)
                 if manager is not None:
+                    previous_last = self._last_node
                     self._committed += 1
                     self._last_node = step_id
                     try:
@@ -602,6 +603,7 @@ class ReliabilityContext:
                         )
                     except BaseException:
                         self._committed -= 1
+                        self._last_node = previous_last
                         raise
                     saved = mono()
                     pending = self._ev(

@@ -90,3 +90,24 @@ def capture_events() -> Iterator[CapturedEvents]:
         yield captured
     finally:
         unregister_hooks(hooks)
+
+
+# -- the store conformance suite (stroma._conformance) ------------------------------------------
+
+from stroma._conformance import (  # noqa: E402 - appended re-export block
+    CONFORMANCE_CHECKS,
+    ConformanceError,
+    ConformanceState,
+    ConformanceTarget,
+    check_store,
+    run_conformance_check,
+)
+
+__all__ += [
+    "CONFORMANCE_CHECKS",
+    "ConformanceError",
+    "ConformanceState",
+    "ConformanceTarget",
+    "check_store",
+    "run_conformance_check",
+]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -58,12 +59,14 @@ __all__ = [
     "decode_payload",
 ]
 
+logger = logging.getLogger("stroma")
+
 RUN_NODE = "__stroma_run__"
 """Reserved node id of a run's manifest (pipeline, trace-context carrier)."""
 PROGRESS_NODE = "__stroma_progress__"
 """Reserved node id of a run's progress record (last committed node, spend, status)."""
 
-LEASE_TTL_S = 300.0
+LEASE_TTL_S = 30.0
 
 
 def _schema_ref(schema: type[BaseModel]) -> str:
@@ -170,28 +173,36 @@ class CheckpointManager:
         # A sync store that says it never blocks (the in-memory one) is called inline;
         # any other sync store runs in a worker thread so it cannot stall the event loop.
         self._inline = bool(getattr(store, "blocking", True) is False)
-        self._raw = isinstance(store, RawCheckpointStore) and all(
-            inspect.iscoroutinefunction(getattr(store, m, None))
-            for m in ("save_raw", "load_raw", "commit_raw")
-        )
+        raw = [getattr(store, m, None) for m in ("save_raw", "load_raw", "commit_raw")]
+        self._raw = all(callable(m) for m in raw)
+        # Async raw methods are awaited directly (the hot path); sync ones (SyncRedisStore) run
+        # through _call, in a worker thread, so they stay atomic without blocking the loop.
+        self._raw_async = self._raw and all(inspect.iscoroutinefunction(m) for m in raw)
 
     def __repr__(self) -> str:
         return f"CheckpointManager({self.store!r})"
 
     async def _call(self, name: str, *args: Any) -> Any:
         method = getattr(self.store, name)
-        if self._async:
+        if inspect.iscoroutinefunction(method):
             return await method(*args)
         if self._inline:
             return method(*args)
         return await asyncio.to_thread(method, *args)
 
+    async def _call_raw(self, name: str, *args: Any) -> Any:
+        if self._raw_async:
+            return await getattr(self.store, name)(*args)
+        return await self._call(name, *args)
+
     # -- the published API -------------------------------------------------------------------
 
     async def checkpoint(self, run_id: str, node_id: str, state: BaseModel) -> None:
         """Save ``state`` as the checkpoint of ``node_id``."""
-        if self._raw:
+        if self._raw_async:
             await self.store.save_raw(run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
+        elif self._raw:
+            await self._call("save_raw", run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
         else:
             await self._call("save", run_id, node_id, state)
 
@@ -200,7 +211,11 @@ class CheckpointManager:
     ) -> BaseModel | None:
         """Load the checkpoint of ``node_id``, validated with ``schema`` when given."""
         if self._raw:
-            raw = await self.store.load_raw(run_id, node_id)
+            raw = (
+                await self.store.load_raw(run_id, node_id)
+                if self._raw_async
+                else await self._call("load_raw", run_id, node_id)
+            )
             if raw is None:
                 return None
             return decode_payload(raw[0], raw[1], schema, run_id, node_id)
@@ -231,8 +246,8 @@ class CheckpointManager:
         """
         if self._raw:
             payload = state.model_dump_json()
-            await self.store.commit_raw(
-                run_id, node_id, payload, schema_ref(type(state)), progress.model_dump_json()
+            await self._call_raw(
+                "commit_raw", run_id, node_id, payload, schema_ref(type(state)), progress.model_dump_json()
             )
             return len(payload)
         await self._call("save", run_id, node_id, state)
@@ -244,8 +259,11 @@ class CheckpointManager:
     ) -> None:
         """:meth:`commit` for a caller that already has the JSON of ``state`` and of the progress
         record (the engine's hot path: nothing is serialized twice)."""
-        if self._raw:
+        if self._raw_async:
             await self.store.commit_raw(run_id, node_id, payload, ref, progress)
+            return
+        if self._raw:
+            await self._call("commit_raw", run_id, node_id, payload, ref, progress)
             return
         await self._call("save", run_id, node_id, state)
         await self._call("save", run_id, PROGRESS_NODE, RunProgress.model_validate_json(progress))
@@ -272,31 +290,40 @@ class CheckpointManager:
     async def lease(self, run_id: str, ttl_s: float = LEASE_TTL_S) -> AsyncIterator[None]:
         """Hold the run's lease for the block; raise RunLeasedError if another worker has it.
 
-        Stores without leases (custom ones) grant it unconditionally.
+        The lease is short (``ttl_s``) and renewed every ``ttl_s / 3`` while the block runs, so a
+        worker killed mid-run blocks a resume of its run for at most ``ttl_s``, and a long run
+        keeps its lease. Stores without leases (custom ones) grant it unconditionally.
         """
-        acquire = getattr(self.store, "acquire_lease", None)
-        if acquire is None:
+        if getattr(self.store, "acquire_lease", None) is None:
             yield
             return
         owner = uuid.uuid4().hex
-        if self._async or inspect.iscoroutinefunction(acquire):
-            got = await acquire(run_id, owner, ttl_s)
-        else:
-            got = acquire(run_id, owner, ttl_s)
-        if not got:
+        if not await self._call("acquire_lease", run_id, owner, ttl_s):
             raise RunLeasedError(
                 f"run '{run_id}' is being resumed by another worker (its lease is held); "
-                f"wait for it to finish, or retry after the lease expires ({ttl_s:g} s)"
+                f"wait for it to finish, or retry after the lease expires (at most {ttl_s:g} s "
+                "after that worker stopped)"
             )
+        renewer = asyncio.ensure_future(self._renew(run_id, owner, ttl_s))
         try:
             yield
         finally:
-            release = self.store.release_lease
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
             with contextlib.suppress(StoreUnavailableError):
-                if inspect.iscoroutinefunction(release):
-                    await release(run_id, owner)
-                else:
-                    release(run_id, owner)
+                await self._call("release_lease", run_id, owner)
+
+    async def _renew(self, run_id: str, owner: str, ttl_s: float) -> None:
+        while True:
+            await asyncio.sleep(ttl_s / 3)  # real time: a lease is about other processes
+            try:
+                held = await self._call("acquire_lease", run_id, owner, ttl_s)
+            except StoreUnavailableError as exc:
+                logger.warning("run %s: could not renew its lease (%s); retrying", run_id, exc)
+                continue
+            if not held:
+                logger.warning("run %s: its lease was taken by another worker", run_id)
+                return
 
 
 def now() -> float:

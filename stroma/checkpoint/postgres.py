@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from stroma._schemas import schema_ref
+from stroma.checkpoint._codec import decode_payload
 from stroma.checkpoint.redis import redact_url, scrub, url_secrets
 from stroma.errors import ConfigurationError, StoreUnavailableError
 
@@ -168,8 +169,9 @@ class PostgresStore:
                 with self._mapped("connect"):
                     state.pool = await self._asyncpg.create_pool(self._dsn, **self._pool_kwargs)
             if not state.ready:
+                pool = state.pool
                 with self._mapped("create its tables"):
-                    async with state.pool.acquire() as conn, conn.transaction():
+                    async with pool.acquire() as conn, conn.transaction():
                         await conn.execute("SELECT pg_advisory_xact_lock($1)", _DDL_LOCK)
                         await conn.execute(self._ddl)
                 state.ready = True
@@ -196,9 +198,9 @@ class PostgresStore:
         def __enter__(self) -> None:
             return None
 
-        def __exit__(self, etype: Any, exc: BaseException | None, tb: Any) -> bool:
+        def __exit__(self, etype: Any, exc: BaseException | None, tb: Any) -> None:
             if exc is None or not isinstance(exc, Exception):
-                return False
+                return
             store = self.store
             pg = store._asyncpg
             message = scrub(str(exc), store._secrets)
@@ -225,7 +227,6 @@ class PostgresStore:
                     f"({type(exc).__name__}: {message}); the node is retried. Check that the "
                     "server is running and reachable"
                 ) from None
-            return False
 
     def _mapped(self, action: str) -> PostgresStore._Mapped:
         return PostgresStore._Mapped(self, action)
@@ -287,8 +288,6 @@ class PostgresStore:
         self, run_id: str, node_id: str, schema: type[BaseModel] | None
     ) -> BaseModel | None:
         """Load a checkpoint validated with ``schema`` (or its registered schema), or None."""
-        from stroma.checkpoint import decode_payload  # noqa: PLC0415 - import cycle
-
         raw = await self.load_raw(run_id, node_id)
         if raw is None:
             return None

@@ -36,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from stroma._schemas import schema_ref
+from stroma.checkpoint._codec import decode_payload
 from stroma.errors import (
     CheckpointDataError,
     ConfigurationError,
@@ -215,9 +216,7 @@ class _RedisBase:
     def _set_fields(self, node_id: str, payload: str, ref: str) -> dict[str, str]:
         return {f"p:{node_id}": payload, f"r:{node_id}": ref}
 
-    def _decode(
-        self, run_id: str, node_id: str, got: list[Any]
-    ) -> tuple[str, str] | None:
+    def _decode(self, run_id: str, node_id: str, got: list[Any]) -> tuple[Any, str] | None:
         payload, ref = got
         if payload is None:
             return None
@@ -362,8 +361,6 @@ class RedisStore(_RedisBase):
         self, run_id: str, node_id: str, schema: type[BaseModel] | None
     ) -> BaseModel | None:
         """Load a checkpoint validated with ``schema`` (or its registered schema), or None."""
-        from stroma.checkpoint import decode_payload  # noqa: PLC0415 - import cycle
-
         raw = await self.load_raw(run_id, node_id)
         if raw is None:
             return None
@@ -485,8 +482,6 @@ class SyncRedisStore(_RedisBase):
         self, run_id: str, node_id: str, schema: type[BaseModel] | None
     ) -> BaseModel | None:
         """Load a checkpoint validated with ``schema`` (or its registered schema), or None."""
-        from stroma.checkpoint import decode_payload  # noqa: PLC0415 - import cycle
-
         raw = self.load_raw(run_id, node_id)
         if raw is None:
             return None

@@ -36,6 +36,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel
 
 from stroma._schemas import schema_ref
+from stroma.checkpoint._codec import decode_payload
 from stroma.errors import ConfigurationError, StoreUnavailableError
 
 __all__ = ["SqliteStore"]
@@ -118,8 +119,8 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         """Open (once) the worker thread's connection and create the tables."""
         if self._conn is None:
-            if self.path.parent and not self.path.parent.exists():
-                raise StoreUnavailableError(
+            if not self.path.parent.exists():
+                raise ConfigurationError(
                     f"SqliteStore cannot open {str(self.path)!r}: its directory "
                     f"{str(self.path.parent)!r} does not exist; create it first"
                 )
@@ -280,8 +281,6 @@ class SqliteStore:
         self, run_id: str, node_id: str, schema: type[BaseModel] | None
     ) -> BaseModel | None:
         """Load a checkpoint validated with ``schema`` (or its registered schema), or None."""
-        from stroma.checkpoint import decode_payload  # noqa: PLC0415 - import cycle
-
         raw = await self.load_raw(run_id, node_id)
         if raw is None:
             return None

@@ -247,3 +247,28 @@ async def test_manual_resume_from_still_works_with_run_config(clock: FakeClock) 
     result = await manual.run(pipe.nodes, Count(n=0))
     assert result.status is RunStatus.RESUMED
     assert pipe.runs == {"a": 1, "b": 1, "c": 2}
+
+
+async def test_a_held_lease_is_renewed_while_the_resume_runs() -> None:
+    """The lease is short and renewed by its holder, so a long resume keeps it and a dead one frees it."""
+    renewed = asyncio.Event()
+
+    class CountingStore(AsyncInMemoryStore):
+        """Sets ``renewed`` when the same owner takes the lease a second time."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.owners: list[str] = []
+
+        async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool:
+            self.owners.append(owner)
+            if self.owners.count(owner) > 1:
+                renewed.set()
+            return await super().acquire_lease(run_id, owner, ttl_s)
+
+    store = CountingStore()
+    manager = runner_on(store).checkpoint_manager
+    async with manager.lease("long-run", ttl_s=0.03):
+        await asyncio.wait_for(renewed.wait(), timeout=30)  # hang guard only
+        assert store._leases["long-run"] == store.owners[0]
+    assert "long-run" not in store._leases  # released on exit
