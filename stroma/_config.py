@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,15 @@ __all__ = ["RunConfig"]
 _RESERVED_PREFIX = "__stroma"
 
 
+def new_run_id() -> str:
+    """A random run id: the hex of a version-4 UUID (``uuid.uuid4().hex``), built without the
+    UUID object (it is made for every run)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
 class RunConfig(BaseModel):
     """Configuration for a single pipeline run.
 
@@ -28,7 +37,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, validate_assignment=False)
 
-    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    run_id: str = Field(default_factory=new_run_id)
     budget: ExecutionBudget = Field(default_factory=ExecutionBudget.unlimited)
     policy_map: PolicyMap = Field(default_factory=dict)
     node_policies: dict[str, PolicyMap] = Field(default_factory=dict)

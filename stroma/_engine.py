@@ -319,7 +319,9 @@ class ReliabilityContext:
         )
         if self.checkpoint_manager is not None:
             try:
-                await self.checkpoint_manager.save_progress(self._progress(status.value))
+                await self.checkpoint_manager.save_progress_json(
+                    self.run_id, self._progress_json(status.value)
+                )
             except StoreUnavailableError as exc:
                 logger.warning("run %s: could not record its final status (%s)", self.run_id, exc)
         if self._writer is not None:

@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from stroma._clock import current_clock
-from stroma._config import RunConfig, check_node_id
+from stroma._config import RunConfig, check_node_id, new_run_id
 from stroma._engine import ReliabilityContext, fan_out, takes_context
 from stroma.checkpoint import (
     AsyncInMemoryStore,
@@ -261,7 +260,7 @@ class StromaRunner:
         # every run() is a new run with a fresh id.
         if "run_id" in self.config.model_fields_set:
             return self.config
-        return self.config.model_copy(update={"run_id": uuid.uuid4().hex})
+        return self.config.model_copy(update={"run_id": new_run_id()})
 
     def _steps(self, node_sequence: Sequence[NodeFunction]) -> list[_Step]:
         if isinstance(node_sequence, str | bytes) or not isinstance(node_sequence, Sequence):

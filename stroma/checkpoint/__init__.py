@@ -148,7 +148,7 @@ class RunProgress(BaseModel):
 
 schema_ref(RunManifest)
 schema_ref(RunProgress)
-_PROGRESS_REF = schema_ref(RunProgress)
+_PROGRESS_REF = schema_ref(RunProgress)  # memory.py spells it out (it is imported before this)
 
 
 def store_kind(store: object) -> str:
@@ -276,6 +276,13 @@ class CheckpointManager:
         """The manifest of ``run_id``, if any."""
         loaded = await self.resume(run_id, RUN_NODE, RunManifest)
         return loaded if isinstance(loaded, RunManifest) else None
+
+    async def save_progress_json(self, run_id: str, progress: str) -> None:
+        """Record the run's progress from its JSON (the engine builds it by hand, once)."""
+        if self._raw:
+            await self._call_raw("save_raw", run_id, PROGRESS_NODE, progress, _PROGRESS_REF)
+        else:
+            await self._call("save", run_id, PROGRESS_NODE, RunProgress.model_validate_json(progress))
 
     async def save_progress(self, progress: RunProgress) -> None:
         """Record the run's progress (used when a run ends without committing a node)."""
