@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
 
-from stroma._schemas import resolve_schema
+from stroma._schemas import resolve_schema, schema_ref
 from stroma.errors import CheckpointDataError
 
-__all__ = ["MAX_PAYLOAD_BYTES", "decode_payload", "no_longer_valid"]
+__all__ = ["MAX_PAYLOAD_BYTES", "JsonStoreMixin", "decode_payload", "no_longer_valid"]
 
 
 def no_longer_valid(
@@ -70,3 +70,33 @@ def decode_payload(
         ) from None
 
 
+class JsonStoreMixin:
+    """The published structural API (``save`` / ``load`` and their typed forms) of an async store,
+    built on its raw JSON methods ``save_raw`` / ``load_raw``."""
+
+    async def save_raw(self, run_id: str, node_id: str, payload: str, ref: str) -> None:
+        """Store a JSON payload and its schema reference (implemented by each store)."""
+        raise NotImplementedError
+
+    async def load_raw(self, run_id: str, node_id: str) -> tuple[str | bytes, str] | None:
+        """The stored payload and schema reference, or None (implemented by each store)."""
+        raise NotImplementedError
+
+    async def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
+        """Save ``state`` as JSON with its schema reference."""
+        await self.save_raw(run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
+
+    async def save_typed(self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]) -> None:
+        """Save ``state`` validated as ``schema``."""
+        await self.save(run_id, node_id, schema.model_validate(state.model_dump()))
+
+    async def load(self, run_id: str, node_id: str) -> BaseModel | None:
+        """Load a checkpoint with its registered schema, or None (hostile data raises)."""
+        return await self.load_typed(run_id, node_id, None)
+
+    async def load_typed(self, run_id: str, node_id: str, schema: type[BaseModel] | None) -> BaseModel | None:
+        """Load a checkpoint validated with ``schema`` (or its registered schema), or None."""
+        raw = await self.load_raw(run_id, node_id)
+        if raw is None:
+            return None
+        return decode_payload(raw[0], raw[1], schema, run_id, node_id)

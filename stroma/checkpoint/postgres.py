@@ -28,10 +28,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pydantic import BaseModel
-
-from stroma._schemas import schema_ref
-from stroma.checkpoint._codec import decode_payload
+from stroma.checkpoint._codec import JsonStoreMixin
 from stroma.checkpoint.redis import redact_url, scrub, url_secrets
 from stroma.errors import ConfigurationError, StoreUnavailableError
 
@@ -65,7 +62,7 @@ class _LoopState:
         self.ready = False
 
 
-class PostgresStore:
+class PostgresStore(JsonStoreMixin):
     """An async checkpoint store on PostgreSQL (asyncpg).
 
     ``dsn`` e.g. ``postgresql://user:password@host:5432/db``; ``table`` names the checkpoint
@@ -238,17 +235,21 @@ class PostgresStore:
         async with self._conn("save a checkpoint") as conn:
             await conn.execute(self._sql_upsert, run_id, node_id, payload, ref)
 
-    async def commit_raw(
-        self, run_id: str, node_id: str, payload: str, ref: str, progress: str
-    ) -> None:
+    async def commit_raw(self, run_id: str, node_id: str, payload: str, ref: str, progress: str) -> None:
         """Write a node's checkpoint and the run's progress record in one statement."""
         async with self._conn("commit a checkpoint") as conn:
             if node_id == _PROGRESS_NODE:
                 await conn.execute(self._sql_upsert, run_id, node_id, progress, _PROGRESS_REF)
             else:
                 await conn.execute(
-                    self._sql_commit, run_id, node_id, payload, ref,
-                    _PROGRESS_NODE, progress, _PROGRESS_REF,
+                    self._sql_commit,
+                    run_id,
+                    node_id,
+                    payload,
+                    ref,
+                    _PROGRESS_NODE,
+                    progress,
+                    _PROGRESS_REF,
                 )
 
     async def load_raw(self, run_id: str, node_id: str) -> tuple[str, str] | None:
@@ -269,29 +270,6 @@ class PostgresStore:
             await conn.execute(self._sql_release, run_id, owner)
 
     # -- the published structural API --------------------------------------------------------
-
-    async def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
-        """Save ``state`` as JSON with its schema reference."""
-        await self.save_raw(run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
-
-    async def save_typed(
-        self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]
-    ) -> None:
-        """Save ``state`` validated as ``schema``."""
-        await self.save(run_id, node_id, schema.model_validate(state.model_dump()))
-
-    async def load(self, run_id: str, node_id: str) -> BaseModel | None:
-        """Load a checkpoint with its registered schema, or None (hostile data raises)."""
-        return await self.load_typed(run_id, node_id, None)
-
-    async def load_typed(
-        self, run_id: str, node_id: str, schema: type[BaseModel] | None
-    ) -> BaseModel | None:
-        """Load a checkpoint validated with ``schema`` (or its registered schema), or None."""
-        raw = await self.load_raw(run_id, node_id)
-        if raw is None:
-            return None
-        return decode_payload(raw[0], raw[1], schema, run_id, node_id)
 
     async def delete(self, run_id: str) -> None:
         """Delete every checkpoint of ``run_id`` (exact match; other runs are untouched)."""

@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from stroma._schemas import schema_ref
-from stroma.checkpoint._codec import decode_payload
+from stroma.checkpoint._codec import JsonStoreMixin, decode_payload
 from stroma.errors import (
     CheckpointDataError,
     ConfigurationError,
@@ -230,7 +230,7 @@ class _RedisBase:
         return (payload if isinstance(payload, bytes) else str(payload)), text_ref
 
 
-class RedisStore(_RedisBase):
+class RedisStore(_RedisBase, JsonStoreMixin):
     """An async checkpoint store on Redis (``redis.asyncio``).
 
     ``redis_url`` e.g. ``redis://:password@host:6379/0``; ``ttl_seconds`` is refreshed on every
@@ -247,9 +247,7 @@ class RedisStore(_RedisBase):
         **client_kwargs: Any,
     ) -> None:
         super().__init__(redis_url, ttl_seconds, key_prefix, client_kwargs)
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._release_sha: str | None = None
 
     async def __aenter__(self) -> RedisStore:
@@ -289,9 +287,7 @@ class RedisStore(_RedisBase):
         """Save a JSON payload and its schema reference (one MULTI/EXEC round trip)."""
         await self._write(run_id, self._set_fields(node_id, payload, ref), "save a checkpoint")
 
-    async def commit_raw(
-        self, run_id: str, node_id: str, payload: str, ref: str, progress: str
-    ) -> None:
+    async def commit_raw(self, run_id: str, node_id: str, payload: str, ref: str, progress: str) -> None:
         """Write a node's checkpoint and the run's progress record atomically (MULTI/EXEC)."""
         fields = {} if node_id == _PROGRESS_NODE else self._set_fields(node_id, payload, ref)
         fields.update(self._set_fields(_PROGRESS_NODE, progress, _PROGRESS_REF))
@@ -343,29 +339,6 @@ class RedisStore(_RedisBase):
         with self._mapped("delete a run"):
             await self.client().delete(self.hash_key(run_id))
 
-    async def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
-        """Save ``state`` as JSON with its schema reference."""
-        await self.save_raw(run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
-
-    async def save_typed(
-        self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]
-    ) -> None:
-        """Save ``state`` validated as ``schema``."""
-        await self.save(run_id, node_id, schema.model_validate(state.model_dump()))
-
-    async def load(self, run_id: str, node_id: str) -> BaseModel | None:
-        """Load a checkpoint with its registered schema, or None (hostile data raises)."""
-        return await self.load_typed(run_id, node_id, None)
-
-    async def load_typed(
-        self, run_id: str, node_id: str, schema: type[BaseModel] | None
-    ) -> BaseModel | None:
-        """Load a checkpoint validated with ``schema`` (or its registered schema), or None."""
-        raw = await self.load_raw(run_id, node_id)
-        if raw is None:
-            return None
-        return decode_payload(raw[0], raw[1], schema, run_id, node_id)
-
 
 class SyncRedisStore(_RedisBase):
     """The synchronous twin of :class:`RedisStore` on redis-py (same keys, same guarantees).
@@ -413,9 +386,7 @@ class SyncRedisStore(_RedisBase):
         """Save a JSON payload and its schema reference (one MULTI/EXEC round trip)."""
         self._write(run_id, self._set_fields(node_id, payload, ref), "save a checkpoint")
 
-    def commit_raw(
-        self, run_id: str, node_id: str, payload: str, ref: str, progress: str
-    ) -> None:
+    def commit_raw(self, run_id: str, node_id: str, payload: str, ref: str, progress: str) -> None:
         """Write a node's checkpoint and the run's progress record atomically (MULTI/EXEC)."""
         fields = {} if node_id == _PROGRESS_NODE else self._set_fields(node_id, payload, ref)
         fields.update(self._set_fields(_PROGRESS_NODE, progress, _PROGRESS_REF))
@@ -468,9 +439,7 @@ class SyncRedisStore(_RedisBase):
         """Save ``state`` as JSON with its schema reference."""
         self.save_raw(run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
 
-    def save_typed(
-        self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]
-    ) -> None:
+    def save_typed(self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]) -> None:
         """Save ``state`` validated as ``schema``."""
         self.save(run_id, node_id, schema.model_validate(state.model_dump()))
 
@@ -478,9 +447,7 @@ class SyncRedisStore(_RedisBase):
         """Load a checkpoint with its registered schema, or None (hostile data raises)."""
         return self.load_typed(run_id, node_id, None)
 
-    def load_typed(
-        self, run_id: str, node_id: str, schema: type[BaseModel] | None
-    ) -> BaseModel | None:
+    def load_typed(self, run_id: str, node_id: str, schema: type[BaseModel] | None) -> BaseModel | None:
         """Load a checkpoint validated with ``schema`` (or its registered schema), or None."""
         raw = self.load_raw(run_id, node_id)
         if raw is None:

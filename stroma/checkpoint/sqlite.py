@@ -33,10 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel
-
-from stroma._schemas import schema_ref
-from stroma.checkpoint._codec import decode_payload
+from stroma.checkpoint._codec import JsonStoreMixin
 from stroma.errors import ConfigurationError, StoreUnavailableError
 
 __all__ = ["SqliteStore"]
@@ -70,7 +67,7 @@ _UPSERT = (
 )
 
 
-class SqliteStore:
+class SqliteStore(JsonStoreMixin):
     """A durable embedded checkpoint store in one SQLite file (WAL, fsync on every commit).
 
     ``path`` is the database file (created with its tables on first use). ``synchronous`` is
@@ -125,7 +122,9 @@ class SqliteStore:
                     f"{str(self.path.parent)!r} does not exist; create it first"
                 )
             conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                self.path,
+                timeout=self.busy_timeout_s,
+                isolation_level=None,
                 check_same_thread=True,
             )
             try:
@@ -210,17 +209,14 @@ class SqliteStore:
 
         def op(conn: sqlite3.Connection) -> tuple[Any, Any] | None:
             row = conn.execute(
-                "SELECT payload, schema_ref FROM stroma_checkpoints "
-                "WHERE run_id = ? AND node_id = ?",
+                "SELECT payload, schema_ref FROM stroma_checkpoints WHERE run_id = ? AND node_id = ?",
                 (run_id, node_id),
             ).fetchone()
             return None if row is None else (row[0], row[1])
 
         return await self._run(op)
 
-    async def commit_raw(
-        self, run_id: str, node_id: str, payload: str, ref: str, progress: str
-    ) -> None:
+    async def commit_raw(self, run_id: str, node_id: str, payload: str, ref: str, progress: str) -> None:
         """Write a node's checkpoint and the run's progress record in one transaction."""
         stamp = time.time()
 
@@ -239,6 +235,7 @@ class SqliteStore:
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool:
         """Take the run's lease for ``ttl_s`` seconds unless another owner holds a live one."""
+
         def op(conn: sqlite3.Connection) -> bool:
             now = time.time()
             cur = conn.execute(
@@ -254,40 +251,17 @@ class SqliteStore:
 
     async def release_lease(self, run_id: str, owner: str) -> None:
         """Give the lease back (only its owner can)."""
+
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "DELETE FROM stroma_leases WHERE run_id = ? AND owner = ?", (run_id, owner)
-            )
+            conn.execute("DELETE FROM stroma_leases WHERE run_id = ? AND owner = ?", (run_id, owner))
 
         await self._run(op)
 
     # -- the published structural API --------------------------------------------------------
 
-    async def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
-        """Save ``state`` as JSON with its schema reference."""
-        await self.save_raw(run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
-
-    async def save_typed(
-        self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]
-    ) -> None:
-        """Save ``state`` validated as ``schema``."""
-        await self.save(run_id, node_id, schema.model_validate(state.model_dump()))
-
-    async def load(self, run_id: str, node_id: str) -> BaseModel | None:
-        """Load a checkpoint with its registered schema, or None (hostile data raises)."""
-        return await self.load_typed(run_id, node_id, None)
-
-    async def load_typed(
-        self, run_id: str, node_id: str, schema: type[BaseModel] | None
-    ) -> BaseModel | None:
-        """Load a checkpoint validated with ``schema`` (or its registered schema), or None."""
-        raw = await self.load_raw(run_id, node_id)
-        if raw is None:
-            return None
-        return decode_payload(raw[0], raw[1], schema, run_id, node_id)
-
     async def delete(self, run_id: str) -> None:
         """Delete every checkpoint of ``run_id`` (exact match; other runs are untouched)."""
+
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM stroma_checkpoints WHERE run_id = ?", (run_id,))
 
