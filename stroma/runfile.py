@@ -65,6 +65,8 @@ class RunHeader:
     total_cost_usd: float = 0.0
     failures: int = 0
     resumed_from: str | None = None
+    carried_tokens: int = 0
+    carried_cost_usd: float = 0.0
     carrier: dict[str, str] = field(default_factory=dict)
     parent_carrier: dict[str, str] = field(default_factory=dict)
     stroma_version: str = ""
@@ -83,6 +85,8 @@ class RunHeader:
             "total_cost_usd": self.total_cost_usd,
             "failures": self.failures,
             "resumed_from": self.resumed_from,
+            "carried_tokens": self.carried_tokens,
+            "carried_cost_usd": self.carried_cost_usd,
             "carrier": dict(self.carrier),
             "parent_carrier": dict(self.parent_carrier),
             "stroma_version": self.stroma_version,
@@ -118,6 +122,8 @@ def _header_from_events(events: list[ev.LifecycleEvent], run_id: str = "") -> Ru
             total_tokens=end.total_tokens,
             total_cost_usd=end.total_cost_usd,
             failures=end.failures,
+            carried_tokens=end.carried_tokens,
+            carried_cost_usd=end.carried_cost_usd,
         )
     else:
         failures = sum(1 for e in events if isinstance(e, ev.AttemptFailed))

@@ -14,6 +14,7 @@ does not validate), reported as one paragraph naming the file and line, never a 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (stroma-view --summary run.json | head): not an error of ours.
+        # Point stdout at devnull so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
     from viewer.app import StromaViewApp  # noqa: PLC0415 - headless mode never imports Textual
 

@@ -150,3 +150,18 @@ def test_usage_errors_exit_two(fixtures: Path) -> None:
     one = run_cli("--diff", fixtures / "failed.json")
     assert one.returncode == 2
     assert "two run files" in one.stderr
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(fixtures: Path) -> None:
+    """`stroma-view --summary big.json | head -1`: the closed pipe ends the command quietly."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "viewer", "--summary", str(fixtures / "big.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before anything is written
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err
+    assert proc.returncode == 0

@@ -34,9 +34,14 @@ def header_line(index: RunIndex) -> str:
     # an unfinished one's are what its events add up to so far.
     tokens = h.total_tokens if h.status else index.tokens
     cost = h.total_cost_usd if h.status else index.cost_usd
+    carried = (
+        f" (incl. {fmt_tokens(h.carried_tokens)} tokens carried from the resumed run)"
+        if h.status and h.carried_tokens
+        else ""
+    )
     return (
         f"{h.run_id} · {status} · {len(index.nodes)} nodes · {index.attempt_count} attempts · "
-        f"{index.failure_count} failures · {fmt_tokens(tokens)} tokens · "
+        f"{index.failure_count} failures · {fmt_tokens(tokens)} tokens{carried} · "
         f"{fmt_cost(cost)} · {fmt_ms(h.duration_ms)}"
     )
 
