@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -523,3 +524,33 @@ async def test_successful_attempt_reports_usage_on_its_event(clock: FakeClock) -
     done = next(e for e in result.trace.log if isinstance(e, AttemptSucceeded))
     assert (done.input_tokens, done.output_tokens, done.tokens, done.model) == (10, 20, 30, "gpt-4o")
     assert done.cost_usd == pytest.approx((10 * 2.5 + 20 * 10) / 1e6)
+
+
+async def test_trace_queries_replay_and_json(clock: FakeClock) -> None:
+    """events_for, failures, replay and to_json answer from the same attempts."""
+    runner = StromaRunner.quick()
+    calls = {"n": 0}
+
+    @runner.node("first", input=Count, output=Count)
+    async def first(state: Count) -> dict[str, int]:
+        return {"n": state.n + 1}
+
+    @runner.node("second", input=Count, output=Count)
+    async def second(state: Count) -> dict[str, int]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            clock.advance(5.0)
+            raise TimeoutError("slow")
+        return {"n": state.n * 3}
+
+    result = await runner.run([first, second], Count(n=1))
+    trace = result.trace
+    assert [e.attempt for e in trace.events_for("second")] == [1, 2]
+    assert [(e.node_id, e.attempt) for e in trace.failures()] == [("second", 1)]
+    replayed = list(trace.replay())
+    assert [(e.node_id, e.attempt) for e in replayed] == [("first", 1), ("second", 1), ("second", 2)]
+    assert replayed[1].timestamp_utc < replayed[2].timestamp_utc
+    assert replayed[1].duration_ms == 5000.0
+    as_json = json.loads(trace.to_json())
+    assert [a["output_state"] for a in as_json] == [{"n": 2}, None, {"n": 6}]
+    assert replayed[0].step_id == "first"
