@@ -11,6 +11,7 @@ already exported live.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import sys
@@ -183,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     endpoint = _endpoint(protocol)
+    # The exporter logs every retry at WARNING; on the command line one closing line says it all.
+    logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
     for record in records:
         try:
             count = export_run(
