@@ -147,6 +147,11 @@ def run_until_done(
             outcome.committed_at_kill.append((lines, last))
             target.expire_lease(run_id)
             continue
+        if proc.returncode != 0 and b"RunLeasedError" in err:
+            # A killed worker's last request (its lease) can reach the server after we expired
+            # the lease above: expire it again, as its TTL would, and start over.
+            target.expire_lease(run_id)
+            continue
         assert proc.returncode == 0, err.decode()
         result = json.loads(out.decode().strip().splitlines()[0])
         outcome.final, outcome.status = result["final"], result["status"]
