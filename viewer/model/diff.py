@@ -5,10 +5,11 @@ the changed-only filter, the first divergence and field-level diffs of a node's 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from stroma import NodeChange, NodeComparison, RunComparison, RunRecord, compare_runs
-from stroma.compare import FieldChange
+from stroma.compare import FieldChange, NodeSide
 from viewer.model.detail import fmt_cost, fmt_ms
 
 __all__ = ["CHANGE_ICONS", "DiffView", "delta_parts", "field_lines"]
@@ -95,32 +96,33 @@ class DiffView:
     def detail(self, row: NodeComparison) -> str:
         """The field-level diff of a node's output (and input) between the two runs."""
         a, b = row.a, row.b
-        lines = [
-            f"{row.node_id}: {row.change.value}",
-            f"  a: {a.status:<11} attempts {a.attempts}  failures {a.failures}  "
-            f"{fmt_ms(a.duration_ms)}  {a.tokens:,} tok  {fmt_cost(a.cost_usd)}"
-            + (f"  [{a.failure_class}] {a.error_type}" if a.failures else ""),
-            f"  b: {b.status:<11} attempts {b.attempts}  failures {b.failures}  "
-            f"{fmt_ms(b.duration_ms)}  {b.tokens:,} tok  {fmt_cost(b.cost_usd)}"
-            + (f"  [{b.failure_class}] {b.error_type}" if b.failures else ""),
-            "",
-        ]
+        lines = [f"{row.node_id}: {row.change.value}", _side_line("a", a), _side_line("b", b), ""]
         if row.change is NodeChange.RESTORED:
             lines.append("b did not run this node: its output came from a's checkpoint.")
-        out_changes = row.output_changes() if a.output is not None and b.output is not None else []
-        lines.append("output:")
-        if a.output is None or b.output is None:
-            lines.append("  (only one run has an output for this node)")
-        elif out_changes:
-            lines += ["  " + x for x in field_lines(out_changes)]
-        else:
-            lines.append("  (same)")
-        in_changes = row.input_changes() if a.input is not None and b.input is not None else []
-        lines.append("input:")
-        if a.input is None or b.input is None:
-            lines.append("  (only one run has an input for this node)")
-        elif in_changes:
-            lines += ["  " + x for x in field_lines(in_changes)]
-        else:
-            lines.append("  (same)")
+        lines += _state_block("output", a.output, b.output, row.output_changes)
+        lines += _state_block("input", a.input, b.input, row.input_changes)
         return "\n".join(lines)
+
+
+def _side_line(label: str, side: NodeSide) -> str:
+    """One run's view of a node: status, attempts, failures, time, tokens, cost, last error."""
+    return (
+        f"  {label}: {side.status:<11} attempts {side.attempts}  failures {side.failures}  "
+        f"{fmt_ms(side.duration_ms)}  {side.tokens:,} tok  {fmt_cost(side.cost_usd)}"
+        + (f"  [{side.failure_class}] {side.error_type}" if side.failures else "")
+    )
+
+
+def _state_block(
+    name: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    changes: Callable[[], list[FieldChange]],
+) -> list[str]:
+    """``name:`` and its field-level changes, "(same)", or why there is nothing to compare."""
+    if before is None or after is None:
+        return [f"{name}:", f"  (only one run has an {name} for this node)"]
+    found = changes()
+    if not found:
+        return [f"{name}:", "  (same)"]
+    return [f"{name}:", *("  " + x for x in field_lines(found))]
