@@ -111,7 +111,7 @@ def _short(value: Any) -> str:
 
 def split_output(raw: Any, node_id: str) -> tuple[Any, int, int, str | None, int]:
     """(output, input_tokens, output_tokens, model, total_tokens) from a node's return value."""
-    if type(raw) is dict or isinstance(raw, BaseModel | dict):
+    if isinstance(raw, dict | BaseModel):
         return raw, 0, 0, None, 0
     if isinstance(raw, tuple) and 2 <= len(raw) <= 4:
         out = raw[0]
@@ -375,9 +375,6 @@ class ReliabilityContext:
             f'"cost_usd":{float(tracker.total_cost_usd)!r},"latency_ms":{float(tracker.total_latency_ms)!r},'
             f'"updated_at":{self._now()!r}}}'
         )
-
-    def _progress(self, status: str) -> RunProgress:
-        return RunProgress.model_validate_json(self._progress_json(status))
 
     # -- budgets ----------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -199,10 +198,10 @@ class CheckpointManager:
 
     async def checkpoint(self, run_id: str, node_id: str, state: BaseModel) -> None:
         """Save ``state`` as the checkpoint of ``node_id``."""
-        if self._raw_async:
-            await self.store.save_raw(run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
-        elif self._raw:
-            await self._call("save_raw", run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
+        if self._raw:
+            await self._call_raw(
+                "save_raw", run_id, node_id, state.model_dump_json(), schema_ref(type(state))
+            )
         else:
             await self._call("save", run_id, node_id, state)
 
@@ -211,11 +210,7 @@ class CheckpointManager:
     ) -> BaseModel | None:
         """Load the checkpoint of ``node_id``, validated with ``schema`` when given."""
         if self._raw:
-            raw = (
-                await self.store.load_raw(run_id, node_id)
-                if self._raw_async
-                else await self._call("load_raw", run_id, node_id)
-            )
+            raw = await self._call_raw("load_raw", run_id, node_id)
             if raw is None:
                 return None
             return decode_payload(raw[0], raw[1], schema, run_id, node_id)
@@ -244,15 +239,11 @@ class CheckpointManager:
         Stores with ``commit_raw`` write both atomically; others write the checkpoint first, so a
         crash in between leaves the node uncommitted (it may run again) but never half-written.
         """
-        if self._raw:
-            payload = state.model_dump_json()
-            await self._call_raw(
-                "commit_raw", run_id, node_id, payload, schema_ref(type(state)), progress.model_dump_json()
-            )
-            return len(payload)
-        await self._call("save", run_id, node_id, state)
-        await self._call("save", run_id, PROGRESS_NODE, progress)
-        return 0
+        payload = state.model_dump_json()
+        await self.commit_json(
+            run_id, node_id, state, payload, schema_ref(type(state)), progress.model_dump_json()
+        )
+        return len(payload) if self._raw else 0
 
     async def commit_json(
         self, run_id: str, node_id: str, state: BaseModel, payload: str, ref: str, progress: str
@@ -261,12 +252,11 @@ class CheckpointManager:
         record (the engine's hot path: nothing is serialized twice)."""
         if self._raw_async:
             await self.store.commit_raw(run_id, node_id, payload, ref, progress)
-            return
-        if self._raw:
+        elif self._raw:
             await self._call("commit_raw", run_id, node_id, payload, ref, progress)
-            return
-        await self._call("save", run_id, node_id, state)
-        await self._call("save", run_id, PROGRESS_NODE, RunProgress.model_validate_json(progress))
+        else:
+            await self._call("save", run_id, node_id, state)
+            await self._call("save", run_id, PROGRESS_NODE, RunProgress.model_validate_json(progress))
 
     async def save_manifest(self, manifest: RunManifest) -> None:
         """Record the pipeline and trace context of a run that is starting."""
@@ -331,8 +321,3 @@ class CheckpointManager:
             if not held:
                 logger.warning("run %s: its lease was taken by another worker", run_id)
                 return
-
-
-def now() -> float:
-    """Wall-clock seconds (for progress records)."""
-    return time.time()
