@@ -13,19 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from stroma import _schemas
 from stroma import events as ev
 from stroma._clock import current_clock, jitter_rng
 from stroma._config import RunConfig
 from stroma._schemas import schema_ref
-from stroma.checkpoint import CheckpointManager, RunManifest, RunProgress
+from stroma.checkpoint import (
+    MANIFEST_REF,
+    PROGRESS_NODE,
+    PROGRESS_REF,
+    RUN_NODE,
+    CheckpointManager,
+    RunManifest,
+    RunProgress,
+    manifest_json,
+)
+from stroma.checkpoint._codec import progress_json
 from stroma.contracts import (
     ContractRegistry,
     ContractViolation,
@@ -84,18 +94,6 @@ _probe_coro = _probe()
 _coroutine = type(_probe_coro)
 _probe_coro.close()
 
-_json_strings: dict[str, str] = {}
-
-
-def json_string(value: str) -> str:
-    """``json.dumps(value)`` for a string, cached (node ids repeat across runs)."""
-    cached = _json_strings.get(value)
-    if cached is None:
-        if len(_json_strings) > 100_000:
-            _json_strings.clear()
-        cached = _json_strings[value] = json.dumps(value)
-    return cached
-
 
 def error_type(exc: BaseException) -> str:
     """The exception's qualified class name (``builtins`` omitted)."""
@@ -141,12 +139,67 @@ async def _call(func: Callable[..., Any], state: Any, ctx: Any, with_ctx: bool) 
     return result
 
 
+class FirstFailure(NamedTuple):
+    """A first attempt that :meth:`ReliabilityContext.run_chain` ran and that failed."""
+
+    error: Exception
+    node_t0: float
+    t0: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    model: str | None = None
+
+
+Step = tuple[str, Callable[..., Any], NodeContract | None]
+
+
 class ReliabilityContext:
     """Per-run bundle of every reliability primitive the execution loop needs.
 
     Created once per run with :meth:`for_run`, then threaded through whichever execution
     strategy drives the steps (the linear runner, ``parallel()``, an agent loop, ``StromaStep``).
     """
+
+    __slots__ = (
+        "_budget",
+        "_budget_folded",
+        "_budget_on",
+        "_carried",
+        "_classifiers",
+        "_clock",
+        "_committed",
+        "_default_policy",
+        "_dispatch",
+        "_eager",
+        "_fallbacks",
+        "_last_error_type",
+        "_last_node",
+        "_last_out",
+        "_log_append",
+        "_mono",
+        "_mono0",
+        "_node_policies",
+        "_policies",
+        "_quiet",
+        "_retry_budget",
+        "_t0",
+        "_timeouts",
+        "_wall0",
+        "_writer",
+        "carrier",
+        "checkpoint_manager",
+        "config",
+        "failures",
+        "last_failure",
+        "last_output",
+        "registry",
+        "run_file",
+        "run_id",
+        "trace",
+        "tracker",
+    )
 
     def __init__(
         self,
@@ -155,26 +208,28 @@ class ReliabilityContext:
         checkpoint_manager: CheckpointManager | None,
         *,
         hooks: Sequence[NodeHooks] = (),
+        run_id: str | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
         self.checkpoint_manager = checkpoint_manager
-        self.run_id = config.run_id
+        self.run_id = run_id or config.run_id
         self.tracker = CostTracker()
         self.trace = ExecutionTrace()
-        self.retry_budget = RetryBudget()
+        self._retry_budget = RetryBudget()
+        self._budget_folded = 0
         self.failures = 0
         self.last_failure: tuple[str, FailureClass, BaseException] | None = None
         self._last_error_type: str | None = None
         self._carried: tuple[int, float] = (0, 0.0)
         self.carrier: dict[str, str] = {}
         self.run_file: str | None = None
-        self._dispatch = Dispatcher([*config.hook_list(), *hooks, *global_hooks()])
+        every_hook = [*config.hook_list(), *hooks, *global_hooks()]
+        self._dispatch = Dispatcher(every_hook) if every_hook else Dispatcher.EMPTY
         self._clock = clock = current_clock()
         self._mono = clock.monotonic
         self._mono0 = clock.monotonic()
         self._wall0 = clock.time()
-        self._rng = jitter_rng()
         self._writer = RunFileWriter(config.trace_dir) if config.trace_dir is not None else None
         self._eager = self._writer is not None
         self._quiet = not self._eager and not self._dispatch
@@ -186,13 +241,34 @@ class ReliabilityContext:
         self._timeouts = config.node_timeouts
         self._node_policies = config.node_policies
         default = config.policy_map
-        self._default_policy = (default, max((p.max_retries for p in default.values()), default=0) + 1)
+        most = 0
+        for policy in default.values():
+            most = max(most, policy.max_retries)
+        self._default_policy = (default, most + 1)
         self._policies: dict[str, tuple[dict[FailureClass, FailurePolicy], int]] = {}
         self._committed = 0
         self._last_node: str | None = None
         self._t0 = self._mono0
         self._last_out: tuple[Any, str | dict[str, Any]] | None = None
-        self._run_id_json = json.dumps(self.run_id)
+        self.last_output: Any = None  # run_chain: the last state a step produced (or its input)
+
+    @property
+    def retry_budget(self) -> RetryBudget:
+        """Attempts per (run, node) so far (counted from the trace when read)."""
+        budget = self._retry_budget
+        attempts = self.trace._attempts
+        for item in attempts[self._budget_folded :]:
+            if type(item) is tuple:
+                budget._counts[(item[1], item[0])] = item[2]
+            else:
+                budget._counts[(item.run_id, item.node_id)] = item.attempt
+        self._budget_folded = len(attempts)
+        return budget
+
+    @retry_budget.setter
+    def retry_budget(self, budget: RetryBudget) -> None:
+        self._retry_budget = budget
+        self._budget_folded = len(self.trace._attempts)
 
     @classmethod
     def for_run(
@@ -267,32 +343,45 @@ class ReliabilityContext:
         parent_carrier: dict[str, str] | None = None,
     ) -> None:
         """Publish RunStarted, open the run file and record the run's manifest."""
-        self._t0 = self._mono()
-        started = ev.RunStarted(
-            run_id=self.run_id,
-            ts=self._now(),
-            pipeline=tuple(pipeline),
-            resumed_from=resumed_from,
-            pipeline_name=self.config.pipeline_name,
-            carrier=self.carrier,
-            parent_carrier=dict(parent_carrier or {}),
-        )
-        self.trace._record(started)
-        if self._dispatch:
-            pending = self._dispatch.emit(started)
-            if pending is not None:
-                await pending
-        if self._writer is not None:  # after listeners: the header carries their trace context
-            self.run_file = str(self._writer.start(started))
-        if self.checkpoint_manager is not None:
+        self._t0 = t0 = self._mono()
+        ts = self._wall0 + (t0 - self._mono0)
+        ids = tuple(pipeline)
+        name = self.config.pipeline_name
+        fields = {
+            "type": "RunStarted",
+            "run_id": self.run_id,
+            "ts": ts,
+            "pipeline": ids,
+            "resumed_from": resumed_from,
+            "pipeline_name": name,
+            "carrier": self.carrier,
+            "parent_carrier": dict(parent_carrier or {}),
+        }
+        if self._quiet:
+            self._log_append(fields)
+        else:
+            started = materialize_event(fields)
+            assert isinstance(started, ev.RunStarted)
+            self.trace._record(started)
+            if self._dispatch:
+                pending = self._dispatch.emit(started)
+                if pending is not None:
+                    await pending
+            if self._writer is not None:  # after listeners: the header carries their trace context
+                self.run_file = str(self._writer.start(started))
+        manager = self.checkpoint_manager
+        if manager is not None and manager.save_inline is not None:
+            args = (self.run_id, ids, name, dict(self.carrier), ts)
+            manager.save_inline(self.run_id, RUN_NODE, manifest_json, args, MANIFEST_REF)
+        elif manager is not None:
             try:
-                await self.checkpoint_manager.save_manifest(
+                await manager.save_manifest(
                     RunManifest(
                         run_id=self.run_id,
-                        pipeline=list(pipeline),
-                        pipeline_name=self.config.pipeline_name,
+                        pipeline=list(ids),
+                        pipeline_name=name,
                         carrier=dict(self.carrier),
-                        started_at=started.ts,
+                        started_at=ts,
                     )
                 )
             except StoreUnavailableError as exc:
@@ -302,26 +391,30 @@ class ReliabilityContext:
     async def finish_run(self, status: RunStatus, final_state: BaseModel | None) -> ExecutionResult:
         """Publish RunFinished, record the final status with the run, close the run file."""
         failed = self.last_failure if status in (RunStatus.FAILED, RunStatus.PARTIAL) else None
-        await self.emit(
-            ev.RunFinished(
-                run_id=self.run_id,
-                ts=self._now(),
-                status=status.value,
-                duration_ms=(self._mono() - self._t0) * 1000.0,
-                total_tokens=self.tracker.total_tokens,
-                total_cost_usd=self.tracker.total_cost_usd,
-                failures=self.failures,
-                error_type=self._last_error_type if failed else None,
-                failed_node=failed[0] if failed else None,
-                carried_tokens=self._carried[0],
-                carried_cost_usd=self._carried[1],
-            )
+        now = self._mono()
+        await self._aev(
+            {
+                "type": "RunFinished",
+                "run_id": self.run_id,
+                "ts": self._wall0 + (now - self._mono0),
+                "status": status.value,
+                "duration_ms": (now - self._t0) * 1000.0,
+                "total_tokens": self.tracker.total_tokens,
+                "total_cost_usd": self.tracker.total_cost_usd,
+                "failures": self.failures,
+                "error_type": self._last_error_type if failed else None,
+                "failed_node": failed[0] if failed else None,
+                "carried_tokens": self._carried[0],
+                "carried_cost_usd": self._carried[1],
+            }
         )
-        if self.checkpoint_manager is not None:
+        manager = self.checkpoint_manager
+        if manager is not None and manager.save_inline is not None:
+            fields = self._progress_fields(status.value)
+            manager.save_inline(self.run_id, PROGRESS_NODE, progress_json, fields, PROGRESS_REF)
+        elif manager is not None:
             try:
-                await self.checkpoint_manager.save_progress_json(
-                    self.run_id, self._progress_json(status.value)
-                )
+                await manager.save_progress_json(self.run_id, self._progress_json(status.value))
             except StoreUnavailableError as exc:
                 logger.warning("run %s: could not record its final status (%s)", self.run_id, exc)
         if self._writer is not None:
@@ -356,7 +449,7 @@ class ReliabilityContext:
         """An ExecutionResult from the current tracker and trace."""
         return ExecutionResult(
             run_id=self.run_id,
-            status=RunStatus(status),
+            status=status if type(status) is RunStatus else RunStatus(status),
             final_state=final_state,
             trace=self.trace,
             total_cost_usd=self.tracker.total_cost_usd,
@@ -365,16 +458,23 @@ class ReliabilityContext:
             header={"run_file": self.run_file} if self.run_file else {},
         )
 
-    def _progress_json(self, status: str) -> str:
-        # Written with every committed node: built by hand (a constant-size record, no model).
+    def _progress_fields(self, status: str) -> tuple[Any, ...]:
+        # The progress record written with every committed node, as the arguments of
+        # progress_json (the in-process store keeps them as they are).
         tracker = self.tracker
-        last = json_string(self._last_node) if self._last_node is not None else "null"
         return (
-            f'{{"run_id":{self._run_id_json},"last_node":{last},"committed":{self._committed},'
-            f'"status":"{status}","tokens":{tracker.total_tokens},'
-            f'"cost_usd":{float(tracker.total_cost_usd)!r},"latency_ms":{float(tracker.total_latency_ms)!r},'
-            f'"updated_at":{self._now()!r}}}'
+            self.run_id,
+            self._last_node,
+            self._committed,
+            status,
+            tracker.total_tokens,
+            tracker.total_cost_usd,
+            tracker.total_latency_ms,
+            self._now(),
         )
+
+    def _progress_json(self, status: str) -> str:
+        return progress_json(*self._progress_fields(status))
 
     # -- budgets ----------------------------------------------------------------------------
 
@@ -424,7 +524,7 @@ class ReliabilityContext:
             return last[1]
         if isinstance(input_state, BaseModel):
             try:
-                return input_state.model_dump_json()
+                return type(input_state).__pydantic_serializer__.to_json(input_state).decode()
             except Exception:  # a field without a JSON form: keep its python dump
                 return input_state.model_dump()
         if isinstance(input_state, dict):
@@ -439,13 +539,18 @@ class ReliabilityContext:
         ctx: Any = None,
         *,
         contract: NodeContract | None = None,
+        first_failure: FirstFailure | None = None,
     ) -> BaseModel:
         """Run one step with validation, retries, cost, budget, fallback, checkpoint and trace.
 
         Returns the validated output (an instance of ``contract.output_schema``, or an
         :class:`~stroma.contracts.UntypedState` without a contract). On final failure re-raises
         the step's last exception; ``last_failure`` holds (step, class, exception).
+
+        ``first_failure`` (from :meth:`run_chain`'s fast path) is the outcome of a first attempt
+        that already ran and failed: it is published and handled as attempt 1.
         """
+        first = first_failure
         run_id = self.run_id
         mono = self._mono
         wall0 = self._wall0 - self._mono0
@@ -453,7 +558,7 @@ class ReliabilityContext:
         if ctx is None:
             ctx = self.config.context
         ctx_is_dict = isinstance(ctx, dict)
-        node_t0 = mono()
+        node_t0 = mono() if first is None else first.node_t0
         pending = self._ev(
             {
                 "type": "NodeStarted",
@@ -521,7 +626,7 @@ class ReliabilityContext:
                 ctx[IDEMPOTENCY_KEY] = key
                 if model is not None:
                     ctx[MODEL_KEY] = model
-            t0 = mono()
+            t0 = mono() if first is None else first.t0
             started_ts = wall0 + t0
             pending = self._ev(
                 {
@@ -548,83 +653,99 @@ class ReliabilityContext:
             output: BaseModel | None = None
             payload = ""
             duration_ms = 0.0
-            try:
-                state_in = (
-                    validate_boundary(contract, "input", input_state) if contract is not None else input_state
-                )
-                raw: Any
-                if is_group:
-                    raw = await self._run_group(func, state_in, ctx, step_id, attempt)
-                elif timeout_ms is None:
-                    raw = func(state_in, ctx) if with_ctx else func(state_in)
-                    if type(raw) is _coroutine or inspect.isawaitable(raw):
-                        raw = await raw
-                else:
-                    try:
-                        async with asyncio.timeout(timeout_ms / 1000.0):
-                            raw = await _call(func, state_in, ctx, with_ctx)
-                    except TimeoutError:
-                        timed_out = True
-                        raise
-                if type(raw) is dict:
-                    out_raw: Any = raw
-                else:
-                    out_raw, in_tokens, out_tokens, returned_model, tokens = split_output(raw, step_id)
-                    if fallback_from is None and returned_model is not None:
-                        used_model = returned_model
-                    if used_model is not None:
-                        cost = estimate_cost_usd(used_model, in_tokens, out_tokens)
-                if contract is not None:
-                    output = validate_boundary(contract, "output", out_raw)
-                elif isinstance(out_raw, BaseModel):
-                    output = out_raw
-                else:
-                    output = UntypedState.model_validate(out_raw)
-                payload = output.model_dump_json()
-                done = mono()
-                duration_ms = (done - t0) * 1000.0
-                self.tracker.add(step_id, tokens, cost, duration_ms, used_model, out_tokens)
-                recorded = True
-                if self._budget_on:
-                    await self._check_budget(step_id)
-                if manager is not None:
-                    previous_last = self._last_node
-                    self._committed += 1
-                    self._last_node = step_id
-                    try:
-                        await manager.commit_json(
-                            run_id,
-                            step_id,
-                            output,
-                            payload,
-                            schema_ref(type(output)),
-                            self._progress_json("running"),
-                        )
-                    except BaseException:
-                        self._committed -= 1
-                        self._last_node = previous_last
-                        raise
-                    saved = mono()
-                    pending = self._ev(
-                        {
-                            "type": "CheckpointSaved",
-                            "run_id": run_id,
-                            "ts": wall0 + saved,
-                            "node_id": step_id,
-                            "store": manager.kind,
-                            "size_bytes": len(payload),
-                            "duration_ms": (saved - done) * 1000.0,
-                        },
+            if first is not None:
+                failure = first.error
+                in_tokens, out_tokens, tokens = first.input_tokens, first.output_tokens, first.tokens
+                cost, used_model = first.cost_usd, first.model
+                first = None
+            else:
+                try:
+                    state_in = (
+                        validate_boundary(contract, "input", input_state)
+                        if contract is not None
+                        else input_state
                     )
-                    if pending is not None:
-                        await pending
-            except Exception as exc:
-                failure = exc
+                    raw: Any
+                    if is_group:
+                        raw = await self._run_group(func, state_in, ctx, step_id, attempt)
+                    elif timeout_ms is None:
+                        raw = func(state_in, ctx) if with_ctx else func(state_in)
+                        if type(raw) is _coroutine or inspect.isawaitable(raw):
+                            raw = await raw
+                    else:
+                        try:
+                            async with asyncio.timeout(timeout_ms / 1000.0):
+                                raw = await _call(func, state_in, ctx, with_ctx)
+                        except TimeoutError:
+                            timed_out = True
+                            raise
+                    if type(raw) is dict:
+                        out_raw: Any = raw
+                    else:
+                        out_raw, in_tokens, out_tokens, returned_model, tokens = split_output(raw, step_id)
+                        if fallback_from is None and returned_model is not None:
+                            used_model = returned_model
+                        if used_model is not None:
+                            cost = estimate_cost_usd(used_model, in_tokens, out_tokens)
+                    if contract is not None:
+                        output = validate_boundary(contract, "output", out_raw)
+                    elif isinstance(out_raw, BaseModel):
+                        output = out_raw
+                    else:
+                        output = UntypedState.model_validate(out_raw)
+                    payload = output.model_dump_json()
+                    done = mono()
+                    duration_ms = (done - t0) * 1000.0
+                    self.tracker.add(step_id, tokens, cost, duration_ms, used_model, out_tokens)
+                    recorded = True
+                    if self._budget_on:
+                        await self._check_budget(step_id)
+                    if manager is not None:
+                        previous_last = self._last_node
+                        self._committed += 1
+                        self._last_node = step_id
+                        try:
+                            if manager.commit_inline is not None:
+                                manager.commit_inline(
+                                    run_id,
+                                    step_id,
+                                    payload,
+                                    schema_ref(type(output)),
+                                    self._progress_fields("running"),
+                                )
+                            else:
+                                await manager.commit_json(
+                                    run_id,
+                                    step_id,
+                                    output,
+                                    payload,
+                                    schema_ref(type(output)),
+                                    self._progress_json("running"),
+                                )
+                        except BaseException:
+                            self._committed -= 1
+                            self._last_node = previous_last
+                            raise
+                        saved = mono()
+                        pending = self._ev(
+                            {
+                                "type": "CheckpointSaved",
+                                "run_id": run_id,
+                                "ts": wall0 + saved,
+                                "node_id": step_id,
+                                "store": manager.kind,
+                                "size_bytes": len(payload),
+                                "duration_ms": (saved - done) * 1000.0,
+                            },
+                        )
+                        if pending is not None:
+                            await pending
+                except Exception as exc:
+                    failure = exc
 
             if failure is None and output is not None:
                 out_state = payload
                 self._last_out = (output, payload)
-                self.retry_budget._counts[(run_id, step_id)] = attempt
                 end = mono()
                 pending = self._ev(
                     {
@@ -722,7 +843,6 @@ class ReliabilityContext:
                     "exception": err,
                 },
             )
-            self.retry_budget._counts[(run_id, step_id)] = attempt
             self.trace._record_attempt(
                 (
                     step_id,
@@ -749,7 +869,7 @@ class ReliabilityContext:
             policy = policies.get(failure_class)
             budget_stop = isinstance(err, BudgetExceeded)
             if not budget_stop and policy is not None and attempt <= policy.max_retries:
-                delay = backoff_delay(attempt, policy, self._rng)
+                delay = backoff_delay(attempt, policy, jitter_rng())
                 await self._aev(
                     {
                         "type": "RetryScheduled",
@@ -780,6 +900,175 @@ class ReliabilityContext:
                 )
             await self._node_failed(step_id, attempt, node_t0, failure_class, err, etype)
             raise err
+
+    async def run_chain(self, steps: Sequence[Step], state: Any, ctx: Any = None) -> Any:
+        """Run ``steps`` (node id, function, contract) in order from ``state``; return the last
+        output. Raises the exception of a step that failed for good (``last_failure`` says which).
+
+        A run nobody watches live (no hooks, no run file, no budget, an in-process store or none)
+        takes a fast path: a node that succeeds on its first attempt is recorded as one compact
+        record, and its events are built when the trace is read. A node that fails, or needs a
+        timeout, a declared model or a group, goes through :meth:`execute_step`.
+        """
+        if ctx is None:
+            ctx = self.config.context
+        manager = self.checkpoint_manager
+        commit = manager.commit_inline if manager is not None else None
+        self.last_output = state
+        if not self._quiet or self._budget_on or (manager is not None and commit is None):
+            for step_id, func, contract in steps:
+                state = await self.execute_step(step_id, func, state, ctx, contract=contract)
+                self.last_output = state
+            return state
+        run_id = self.run_id
+        mono = self._mono
+        wall0 = self._wall0 - self._mono0
+        ctx_is_dict = isinstance(ctx, dict)
+        timeouts = self._timeouts
+        record = self._log_append
+        record_attempt = self.trace._attempts.append
+        tracker = self.tracker
+        later_ids = tracker._later_ids.append
+        later_ms = tracker._later_ms.append
+        kind = manager.kind if manager is not None else None
+        default_attempts = self._default_policy[1]
+        node_policies = self._node_policies
+        refs = _schemas._ref_of
+        in_state = self._input_state(state)
+        for step_id, func, contract in steps:
+            if (
+                (timeouts and step_id in timeouts)
+                or getattr(func, "_stroma_children", None) is not None
+                or (ctx_is_dict and "model" in ctx and isinstance(ctx["model"], str))
+            ):
+                self._last_out = (state, in_state)
+                self.last_output = state
+                state = await self.execute_step(step_id, func, state, ctx, contract=contract)
+                in_state = self._last_out[1]
+                continue
+            with_ctx = getattr(func, "_stroma_takes_ctx", None)
+            if with_ctx is None:
+                with_ctx = takes_context(func)
+            max_attempts = default_attempts if step_id not in node_policies else self._policy(step_id)[1]
+            key = f"{run_id}:{step_id}:1"
+            if ctx_is_dict:
+                ctx[IDEMPOTENCY_KEY] = key
+            in_tokens = out_tokens = tokens = 0
+            cost = 0.0
+            model: str | None = None
+            t0 = mono()
+            try:
+                if contract is None or type(state) is contract.input_schema:
+                    state_in = state
+                else:
+                    state_in = validate_boundary(contract, "input", state)
+                raw = func(state_in, ctx) if with_ctx else func(state_in)
+                if type(raw) is _coroutine or inspect.isawaitable(raw):
+                    raw = await raw
+                if type(raw) is not dict:
+                    raw, in_tokens, out_tokens, model, tokens = split_output(raw, step_id)
+                    if model is not None:
+                        cost = estimate_cost_usd(model, in_tokens, out_tokens)
+                if contract is None:
+                    output = raw if isinstance(raw, BaseModel) else UntypedState.model_validate(raw)
+                elif type(raw) is dict:
+                    try:  # model_validate without its wrapper
+                        output = contract.output_schema.__pydantic_validator__.validate_python(raw)
+                    except ValidationError:
+                        output = validate_boundary(contract, "output", raw)  # raises ContractViolation
+                else:
+                    output = validate_boundary(contract, "output", raw)
+                payload = type(output).__pydantic_serializer__.to_json(output).decode()
+            except Exception as exc:
+                self._last_out = (state, in_state)
+                self.last_output = state
+                state = await self.execute_step(
+                    step_id,
+                    func,
+                    state,
+                    ctx,
+                    contract=contract,
+                    first_failure=FirstFailure(exc, t0, t0, in_tokens, out_tokens, tokens, cost, model),
+                )
+                in_state = self._last_out[1]
+                continue
+            except BaseException:  # cancelled mid-attempt: the node did start
+                self._started(step_id, t0, max_attempts, in_state, key)
+                raise
+            done = mono()
+            duration_ms = (done - t0) * 1000.0
+            if tokens or cost or model is not None:
+                tracker.add(step_id, tokens, cost, duration_ms, model, out_tokens)
+            else:  # a node that used nothing but time: its node total is added when read
+                tracker.total_latency_ms += duration_ms
+                later_ids(step_id)
+                later_ms(duration_ms)
+            if commit is not None:
+                self._committed += 1
+                self._last_node = step_id
+                commit(
+                    run_id,
+                    step_id,
+                    payload,
+                    refs.get(type(output)) or schema_ref(type(output)),
+                    (
+                        run_id,
+                        step_id,
+                        self._committed,
+                        "running",
+                        tracker.total_tokens,
+                        tracker.total_cost_usd,
+                        tracker.total_latency_ms,
+                        wall0 + done,
+                    ),
+                )
+            end = mono()
+            item = (
+                step_id,
+                run_id,
+                1,
+                wall0 + t0,
+                in_state,
+                payload,
+                duration_ms,
+                None,
+                None,
+                (end - t0) * 1000.0,
+                max_attempts,
+                key,
+                kind,
+                wall0 + end,
+                (end - done) * 1000.0,
+                wall0 + end,
+                tokens,
+                in_tokens,
+                out_tokens,
+                cost,
+                model,
+            )
+            record(item)
+            record_attempt(item)
+            state = output
+            in_state = payload
+        self._last_out = (state, in_state)
+        self.last_output = state
+        return state
+
+    def _started(self, step_id: str, t0: float, max_attempts: int, in_state: Any, key: str) -> None:
+        # The fast path's node start, published when its attempt is cut short by a cancellation.
+        ts = self._wall0 - self._mono0 + t0
+        common = {"run_id": self.run_id, "ts": ts, "node_id": step_id, "max_attempts": max_attempts}
+        self._log_append({"type": "NodeStarted", **common})
+        self._log_append(
+            {
+                "type": "AttemptStarted",
+                **common,
+                "attempt": 1,
+                "input_state": in_state,
+                "model": None,
+                "idempotency_key": key,
+            }
+        )
 
     async def _node_failed(
         self,

@@ -141,6 +141,10 @@ class CostTracker:
     def __init__(self) -> None:
         # Per node: [tokens, cost_usd, latency_ms, model, output_tokens]; NodeUsage is built on read.
         self._nodes: dict[str, list[Any]] = {}
+        # Latency of nodes that used nothing else, not yet added to their node's totals (the
+        # engine's fast path appends here; folded in order on the next add or read).
+        self._later_ids: list[str] = []
+        self._later_ms: list[float] = []
         self.total_tokens = 0
         self.total_cost_usd = 0.0
         self.total_latency_ms = 0.0
@@ -166,6 +170,8 @@ class CostTracker:
         output_tokens: int = 0,
     ) -> None:
         """:meth:`record` without building a NodeUsage first (the engine's hot path)."""
+        if self._later_ids:
+            self._fold()
         self.total_tokens += tokens
         self.total_cost_usd += cost_usd
         self.total_latency_ms += latency_ms
@@ -208,14 +214,27 @@ class CostTracker:
             output_tokens=raw[4],
         )
 
+    def _fold(self) -> None:
+        nodes = self._nodes
+        for node_id, latency_ms in zip(self._later_ids, self._later_ms, strict=True):
+            entry = nodes.get(node_id)
+            if entry is None:
+                nodes[node_id] = [0, 0.0, latency_ms, None, 0]
+            else:
+                entry[2] += latency_ms
+        self._later_ids.clear()
+        self._later_ms.clear()
+
     def usage_for(self, node_id: str) -> NodeUsage | None:
         """Accumulated usage of one node."""
+        self._fold()
         raw = self._nodes.get(node_id)
         return None if raw is None else self._usage(node_id, raw)
 
     @property
     def by_node(self) -> dict[str, NodeUsage]:
         """Accumulated usage per node, in first-seen order."""
+        self._fold()
         return {k: self._usage(k, v) for k, v in self._nodes.items()}
 
     def summary(self) -> dict[str, Any]:

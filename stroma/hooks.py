@@ -25,7 +25,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from stroma import events as ev
 
@@ -154,6 +154,9 @@ class Dispatcher:
 
     __slots__ = ("_logged", "_table", "errors")
 
+    EMPTY: ClassVar[Dispatcher]
+    """A dispatcher with no callbacks (shared: it never calls anything, so never errs)."""
+
     def __init__(self, hooks: Iterable[NodeHooks]) -> None:
         table: dict[type[ev.LifecycleEvent], list[EventCallback]] = {}
         for hook in hooks:
@@ -227,3 +230,6 @@ class Dispatcher:
                 self._failed(cb, exc)
             except Exception as exc:
                 self._failed(cb, exc)
+
+
+Dispatcher.EMPTY = Dispatcher(())

@@ -113,6 +113,11 @@ def parallel(*nodes: NodeFunction) -> NodeFunction:
     return group
 
 
+def _name(func: Any) -> str:
+    name = getattr(func, "__name__", None)
+    return name if isinstance(name, str) else repr(func)
+
+
 def _status_for(exc: BaseException, failure_class: FailureClass | None) -> RunStatus:
     if isinstance(exc, BudgetExceeded) or failure_class is FailureClass.RECOVERABLE:
         return RunStatus.PARTIAL
@@ -255,12 +260,11 @@ class StromaRunner:
 
     # -- running ----------------------------------------------------------------------------
 
-    def _config_for_run(self) -> RunConfig:
+    def _run_id(self) -> str:
         # An explicit run_id names one run (and is what resume continues); without one,
         # every run() is a new run with a fresh id.
-        if "run_id" in self.config.model_fields_set:
-            return self.config
-        return self.config.model_copy(update={"run_id": new_run_id()})
+        config = self.config
+        return config.run_id if "run_id" in config.model_fields_set else new_run_id()
 
     def _steps(self, node_sequence: Sequence[NodeFunction]) -> list[_Step]:
         if isinstance(node_sequence, str | bytes) or not isinstance(node_sequence, Sequence):
@@ -273,8 +277,8 @@ class StromaRunner:
         seen: set[str] = set()
         for func in node_sequence:
             node_id = getattr(func, "_stroma_node_id", None)
-            name = getattr(func, "__name__", repr(func))
             if node_id is None:
+                name = _name(func)
                 raise ConfigurationError(
                     f"{name} has no contract, so Stroma cannot check its boundaries. Decorate it "
                     f"with @runner.node('{name}', input=InputModel, output=OutputModel) or "
@@ -285,7 +289,7 @@ class StromaRunner:
             if contract is None and getattr(func, "_stroma_children", None) is None:
                 if node_id not in self.registry:
                     raise ConfigurationError(
-                        f"node '{node_id}' ({name}) has no contract and none is registered; "
+                        f"node '{node_id}' ({_name(func)}) has no contract and none is registered; "
                         f"register one with registry.register(NodeContract(node_id='{node_id}', "
                         "...)) or decorate it with @runner.node(...)"
                     )
@@ -305,12 +309,13 @@ class StromaRunner:
         With ``resume_from`` set, the nodes before it are skipped (never run again) and the
         checkpoint of the node just before it is loaded as the state.
         """
-        config = self._config_for_run()
+        config = self.config
+        run_id = self._run_id()
         steps = self._steps(node_sequence)
         if config.resume_from is None:
-            return await self._execute(steps, initial_state, None, config)
-        async with self.checkpoint_manager.lease(config.run_id):
-            return await self._execute(steps, initial_state, config.resume_from, config)
+            return await self._execute(steps, initial_state, None, config, run_id=run_id)
+        async with self.checkpoint_manager.lease(run_id):
+            return await self._execute(steps, initial_state, config.resume_from, config, run_id=run_id)
 
     async def resume(self, node_sequence: Sequence[NodeFunction], initial_state: Any) -> ExecutionResult:
         """Continue run ``config.run_id`` after its last committed checkpoint.
@@ -404,10 +409,12 @@ class StromaRunner:
         *,
         progress: RunProgress | None = None,
         manifest: RunManifest | None = None,
+        run_id: str | None = None,
     ) -> ExecutionResult:
         ids = [s[0] for s in steps]
         manager = self.checkpoint_manager
-        rc = ReliabilityContext(config, self.registry, manager)
+        run_id = run_id or config.run_id
+        rc = ReliabilityContext(config, self.registry, manager, run_id=run_id)
         start = 0
         state: Any = initial_state
         restored: tuple[BaseModel, int, float] | None = None
@@ -419,11 +426,11 @@ class StromaRunner:
                 )
             start = ids.index(resume_from)
             if progress is None:
-                progress = await manager.load_progress(config.run_id)
+                progress = await manager.load_progress(run_id)
             if manifest is None:
-                manifest = await manager.load_manifest(config.run_id)
+                manifest = await manager.load_manifest(run_id)
             if start > 0:
-                restored = await self._load_checkpoint(config.run_id, steps[start - 1], resume_from)
+                restored = await self._load_checkpoint(run_id, steps[start - 1], resume_from)
                 state = restored[0]
             parent_carrier = manifest.carrier if manifest is not None else None
         if progress is not None and resume_from is not None:
@@ -439,14 +446,12 @@ class StromaRunner:
                     restored[2] if (last and restored) else 0.0,
                 )
             status = RunStatus.RESUMED if resume_from is not None else RunStatus.COMPLETED
-            context = config.context
-            for node_id, func, contract in steps[start:]:
-                try:
-                    state = await rc.execute_step(node_id, func, state, context, contract=contract)
-                except Exception as exc:
-                    failure = rc.last_failure
-                    status = _status_for(exc, failure[1] if failure else None)
-                    break
+            try:
+                state = await rc.run_chain(steps[start:] if start else steps, state, config.context)
+            except Exception as exc:
+                failure = rc.last_failure
+                status = _status_for(exc, failure[1] if failure else None)
+                state = rc.last_output
         except BaseException:
             rc.abort()  # cancelled or interrupted: close the run file, keep what it has
             raise

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from stroma import events as ev
 from stroma.events import EVENT_TYPES, LifecycleEvent
 from stroma.failures import FailureClass
 
@@ -107,10 +108,94 @@ def materialize_event(item: Any, cache: dict[int, Any] | None = None) -> Lifecyc
     return cls(**fields)
 
 
+# A node that succeeded on its first attempt, with no listener watching, is recorded as one
+# tuple that stands for both its attempt and its lifecycle events (see ``_expand_success``):
+# its first nine fields are the attempt's, in the order of the attempt tuple.
+SUCCESS_RECORD_LEN = 21
+
+
+def _expand_success(item: tuple[Any, ...], cache: dict[int, Any]) -> list[LifecycleEvent]:
+    """The events of a compact success record, as the engine would have published them."""
+    (
+        node_id,
+        run_id,
+        attempt,
+        started_ts,
+        input_state,
+        output_state,
+        duration_ms,
+        _failure,
+        _message,
+        node_ms,
+        max_attempts,
+        key,
+        store,
+        saved_ts,
+        checkpoint_ms,
+        end_ts,
+        tokens,
+        input_tokens,
+        output_tokens,
+        cost_usd,
+        model,
+    ) = item
+    out = _state(output_state, cache)
+    events: list[LifecycleEvent] = [
+        ev.NodeStarted(run_id=run_id, ts=started_ts, node_id=node_id, max_attempts=max_attempts),
+        ev.AttemptStarted(
+            run_id=run_id,
+            ts=started_ts,
+            node_id=node_id,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            input_state=_state(input_state, cache),
+            model=None,
+            idempotency_key=key,
+        ),
+    ]
+    if store is not None:
+        events.append(
+            ev.CheckpointSaved(
+                run_id=run_id,
+                ts=saved_ts,
+                node_id=node_id,
+                store=store,
+                size_bytes=len(output_state) if type(output_state) is str else 0,
+                duration_ms=checkpoint_ms,
+            )
+        )
+    events.append(
+        ev.AttemptSucceeded(
+            run_id=run_id,
+            ts=end_ts,
+            node_id=node_id,
+            attempt=attempt,
+            duration_ms=duration_ms,
+            output_state=out,
+            tokens=tokens,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd,
+            model=model,
+        )
+    )
+    events.append(
+        ev.NodeFinished(
+            run_id=run_id,
+            ts=end_ts,
+            node_id=node_id,
+            outcome="succeeded",
+            attempts=attempt,
+            duration_ms=node_ms,
+        )
+    )
+    return events
+
+
 def _materialize_attempt(item: Any, cache: dict[int, Any]) -> TraceEvent:
     if type(item) is not tuple:
         return item  # type: ignore[no-any-return]
-    node_id, run_id, attempt, ts, input_state, output_state, duration_ms, failure, message = item
+    node_id, run_id, attempt, ts, input_state, output_state, duration_ms, failure, message = item[:9]
     return TraceEvent.model_construct(
         node_id=node_id,
         run_id=run_id,
@@ -157,9 +242,17 @@ class ExecutionTrace:
     def log(self) -> list[LifecycleEvent]:
         """Every lifecycle event of the run, in order."""
         items = self._log
+        done = self._log_done
+        if done == len(items):
+            return items
         cache: dict[int, Any] = {}
-        for i in range(self._log_done, len(items)):
-            items[i] = materialize_event(items[i], cache)
+        built: list[LifecycleEvent] = []
+        for item in items[done:]:
+            if type(item) is tuple:
+                built.extend(_expand_success(item, cache))
+            else:
+                built.append(materialize_event(item, cache))
+        items[done:] = built  # in place: the engine appends to this very list
         self._log_done = len(items)
         return items
 
@@ -170,7 +263,7 @@ class ExecutionTrace:
         self._attempts.append(item)
 
     def __repr__(self) -> str:
-        return f"ExecutionTrace(attempts={len(self._attempts)}, events={len(self._log)})"
+        return f"ExecutionTrace(attempts={len(self._attempts)}, events={len(self.log)})"
 
     def append(self, event: TraceEvent) -> None:
         """Add one attempt."""

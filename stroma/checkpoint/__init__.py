@@ -23,7 +23,7 @@ import contextlib
 import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
@@ -145,9 +145,23 @@ class RunProgress(BaseModel):
     updated_at: float = 0.0
 
 
-schema_ref(RunManifest)
-schema_ref(RunProgress)
-_PROGRESS_REF = schema_ref(RunProgress)  # memory.py spells it out (it is imported before this)
+MANIFEST_REF = schema_ref(RunManifest)
+
+
+def manifest_json(
+    run_id: str, pipeline: tuple[str, ...], pipeline_name: str, carrier: dict[str, str], started_at: float
+) -> str:
+    """The JSON of a RunManifest (for a record the in-process store renders when read)."""
+    return RunManifest(
+        run_id=run_id,
+        pipeline=list(pipeline),
+        pipeline_name=pipeline_name,
+        carrier=carrier,
+        started_at=started_at,
+    ).model_dump_json()
+
+
+PROGRESS_REF = schema_ref(RunProgress)  # memory.py spells it out (it is imported before this)
 
 
 def store_kind(store: object) -> str:
@@ -177,6 +191,17 @@ class CheckpointManager:
         # Async raw methods are awaited directly (the hot path); sync ones (SyncRedisStore) run
         # through _call, in a worker thread, so they stay atomic without blocking the loop.
         self._raw_async = self._raw and all(inspect.iscoroutinefunction(m) for m in raw)
+        # The in-process store's synchronous commit (the engine's fast path), unless a subclass
+        # changed how commits are written.
+        inline = getattr(store, "_commit_inline", None)
+        overridden = getattr(type(store), "commit_raw", None) is not AsyncInMemoryStore.commit_raw
+        self.commit_inline: Callable[[str, str, str, str, tuple[Any, ...]], None] | None = (
+            None if overridden or not callable(inline) else inline
+        )
+        save = getattr(store, "_save_inline", None)
+        self.save_inline: Callable[[str, str, Callable[..., str], tuple[Any, ...], str], None] | None = (
+            None if overridden or not callable(save) else save
+        )
 
     def __repr__(self) -> str:
         return f"CheckpointManager({self.store!r})"
@@ -270,7 +295,7 @@ class CheckpointManager:
     async def save_progress_json(self, run_id: str, progress: str) -> None:
         """Record the run's progress from its JSON (the engine builds it by hand, once)."""
         if self._raw:
-            await self._call_raw("save_raw", run_id, PROGRESS_NODE, progress, _PROGRESS_REF)
+            await self._call_raw("save_raw", run_id, PROGRESS_NODE, progress, PROGRESS_REF)
         else:
             await self._call("save", run_id, PROGRESS_NODE, RunProgress.model_validate_json(progress))
 

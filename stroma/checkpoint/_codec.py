@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel, ValidationError
 
 from stroma._schemas import resolve_schema, schema_ref
 from stroma.errors import CheckpointDataError
 
-__all__ = ["MAX_PAYLOAD_BYTES", "JsonStoreMixin", "decode_payload", "no_longer_valid"]
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "JsonStoreMixin",
+    "decode_payload",
+    "json_string",
+    "no_longer_valid",
+    "progress_json",
+]
 
 
 def no_longer_valid(
@@ -23,6 +32,40 @@ def no_longer_valid(
 
 
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+
+
+_json_strings: dict[str, str] = {}
+
+
+def json_string(value: str) -> str:
+    """``json.dumps(value)`` for a string, cached (run and node ids repeat)."""
+    cached = _json_strings.get(value)
+    if cached is None:
+        if len(_json_strings) > 100_000:
+            _json_strings.clear()
+        cached = _json_strings[value] = json.dumps(value)
+    return cached
+
+
+def progress_json(
+    run_id: str,
+    last_node: str | None,
+    committed: int,
+    status: str,
+    tokens: int,
+    cost_usd: float,
+    latency_ms: float,
+    updated_at: float,
+) -> str:
+    """The JSON of a run's progress record (a ``RunProgress``), built by hand: it is written with
+    every committed node, so it costs no model."""
+    return (
+        f'{{"run_id":{json.dumps(run_id)},'
+        f'"last_node":{"null" if last_node is None else json_string(last_node)},'
+        f'"committed":{committed},"status":{json_string(status)},"tokens":{tokens},'
+        f'"cost_usd":{float(cost_usd)!r},"latency_ms":{float(latency_ms)!r},'
+        f'"updated_at":{float(updated_at)!r}}}'
+    )
 
 
 def decode_payload(

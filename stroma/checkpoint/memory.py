@@ -7,10 +7,13 @@ loads exactly as a durable store would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from pydantic import BaseModel
 
 from stroma._schemas import schema_ref
-from stroma.checkpoint._codec import decode_payload
+from stroma.checkpoint._codec import decode_payload, progress_json
 
 __all__ = ["AsyncInMemoryStore", "InMemoryStore"]
 
@@ -63,11 +66,23 @@ class AsyncInMemoryStore:
     kind = "memory"
 
     def __init__(self) -> None:
-        self._data: dict[str, dict[str, tuple[str, str]]] = {}
+        # Per run, per node: (payload, schema ref). The engine's fast path may instead leave the
+        # progress record as the tuple of its fields (_commit_inline), or a record as
+        # (render, args, ref) (_save_inline); either is rendered as JSON when read.
+        self._data: dict[str, dict[str, tuple[Any, ...]]] = {}
         self._leases: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(runs={len(self._data)})"
+
+    def _get(self, run_id: str, node_id: str) -> tuple[str, str] | None:
+        item = self._data.get(run_id, {}).get(node_id)
+        if item is None or len(item) == 2:
+            return item
+        if len(item) == 3:  # saved by _save_inline
+            render, args, ref = item
+            return render(*args), ref
+        return progress_json(*item), _PROGRESS_REF
 
     async def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
         """Save ``state`` as JSON."""
@@ -78,14 +93,14 @@ class AsyncInMemoryStore:
 
     async def load(self, run_id: str, node_id: str) -> BaseModel | None:
         """Load a checkpoint with its registered schema, or None."""
-        item = self._data.get(run_id, {}).get(node_id)
+        item = self._get(run_id, node_id)
         if item is None:
             return None
         return decode_payload(item[0], item[1], None, run_id, node_id)
 
     async def load_typed(self, run_id: str, node_id: str, schema: type[BaseModel]) -> BaseModel | None:
         """Load a checkpoint validated with ``schema``, or None."""
-        item = self._data.get(run_id, {}).get(node_id)
+        item = self._get(run_id, node_id)
         if item is None:
             return None
         return decode_payload(item[0], item[1], schema, run_id, node_id)
@@ -100,13 +115,34 @@ class AsyncInMemoryStore:
 
     async def load_raw(self, run_id: str, node_id: str) -> tuple[str, str] | None:
         """The JSON payload and schema reference of a checkpoint, or None."""
-        return self._data.get(run_id, {}).get(node_id)
+        return self._get(run_id, node_id)
 
     async def commit_raw(self, run_id: str, node_id: str, payload: str, ref: str, progress: str) -> None:
         """Save a checkpoint and the run's progress record together."""
         run = self._data.setdefault(run_id, {})
         run[node_id] = (payload, ref)
         run[_PROGRESS_NODE] = (progress, _PROGRESS_REF)
+
+    def _commit_inline(
+        self, run_id: str, node_id: str, payload: str, ref: str, progress: tuple[Any, ...]
+    ) -> None:
+        """:meth:`commit_raw` for the engine's in-process fast path: synchronous (nothing can
+        interleave), with the progress record kept as the arguments of ``progress_json``."""
+        run = self._data.get(run_id)
+        if run is None:
+            run = self._data[run_id] = {}
+        run[node_id] = (payload, ref)
+        run[_PROGRESS_NODE] = progress
+
+    def _save_inline(
+        self, run_id: str, node_id: str, render: Callable[..., str], args: tuple[Any, ...], ref: str
+    ) -> None:
+        """:meth:`save_raw` for the engine's fast path: the payload is ``render(*args)``, called
+        when the record is read (``args`` must be values that no longer change)."""
+        run = self._data.get(run_id)
+        if run is None:
+            run = self._data[run_id] = {}
+        run[node_id] = (render, args, ref)
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool:
         """Take the run's lease unless another owner holds it."""
