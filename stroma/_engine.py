@@ -354,12 +354,13 @@ class ReliabilityContext:
             "pipeline": ids,
             "resumed_from": resumed_from,
             "pipeline_name": name,
-            "carrier": self.carrier,
-            "parent_carrier": dict(parent_carrier or {}),
         }
-        if self._quiet:
+        if parent_carrier:
+            fields["parent_carrier"] = dict(parent_carrier)
+        if self._quiet:  # nobody can fill the carrier: the event gets an empty one when built
             self._log_append(fields)
         else:
+            fields["carrier"] = self.carrier
             started = materialize_event(fields)
             assert isinstance(started, ev.RunStarted)
             self.trace._record(started)
@@ -371,7 +372,7 @@ class ReliabilityContext:
                 self.run_file = str(self._writer.start(started))
         manager = self.checkpoint_manager
         if manager is not None and manager.save_inline is not None:
-            args = (self.run_id, ids, name, dict(self.carrier), ts)
+            args = (self.run_id, ids, name, dict(self.carrier) if self.carrier else None, ts)
             manager.save_inline(self.run_id, RUN_NODE, manifest_json, args, MANIFEST_REF)
         elif manager is not None:
             try:
@@ -392,12 +393,13 @@ class ReliabilityContext:
         """Publish RunFinished, record the final status with the run, close the run file."""
         failed = self.last_failure if status in (RunStatus.FAILED, RunStatus.PARTIAL) else None
         now = self._mono()
-        await self._aev(
+        value = status.value
+        pending = self._ev(
             {
                 "type": "RunFinished",
                 "run_id": self.run_id,
                 "ts": self._wall0 + (now - self._mono0),
-                "status": status.value,
+                "status": value,
                 "duration_ms": (now - self._t0) * 1000.0,
                 "total_tokens": self.tracker.total_tokens,
                 "total_cost_usd": self.tracker.total_cost_usd,
@@ -408,13 +410,15 @@ class ReliabilityContext:
                 "carried_cost_usd": self._carried[1],
             }
         )
+        if pending is not None:
+            await pending
         manager = self.checkpoint_manager
         if manager is not None and manager.save_inline is not None:
-            fields = self._progress_fields(status.value)
+            fields = self._progress_fields(value)
             manager.save_inline(self.run_id, PROGRESS_NODE, progress_json, fields, PROGRESS_REF)
         elif manager is not None:
             try:
-                await manager.save_progress_json(self.run_id, self._progress_json(status.value))
+                await manager.save_progress_json(self.run_id, self._progress_json(value))
             except StoreUnavailableError as exc:
                 logger.warning("run %s: could not record its final status (%s)", self.run_id, exc)
         if self._writer is not None:

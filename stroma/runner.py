@@ -267,7 +267,9 @@ class StromaRunner:
         return config.run_id if "run_id" in config.model_fields_set else new_run_id()
 
     def _steps(self, node_sequence: Sequence[NodeFunction]) -> list[_Step]:
-        if isinstance(node_sequence, str | bytes) or not isinstance(node_sequence, Sequence):
+        if type(node_sequence) not in (list, tuple) and (
+            isinstance(node_sequence, str | bytes) or not isinstance(node_sequence, Sequence)
+        ):
             raise ConfigurationError(
                 f"node_sequence must be a list of nodes, got {type(node_sequence).__name__}"
             )

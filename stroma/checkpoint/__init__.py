@@ -149,14 +149,18 @@ MANIFEST_REF = schema_ref(RunManifest)
 
 
 def manifest_json(
-    run_id: str, pipeline: tuple[str, ...], pipeline_name: str, carrier: dict[str, str], started_at: float
+    run_id: str,
+    pipeline: tuple[str, ...],
+    pipeline_name: str,
+    carrier: dict[str, str] | None,
+    started_at: float,
 ) -> str:
     """The JSON of a RunManifest (for a record the in-process store renders when read)."""
     return RunManifest(
         run_id=run_id,
         pipeline=list(pipeline),
         pipeline_name=pipeline_name,
-        carrier=carrier,
+        carrier=carrier or {},
         started_at=started_at,
     ).model_dump_json()
 
