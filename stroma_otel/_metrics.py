@@ -25,12 +25,16 @@ Attrs = dict[str, Any]
 
 
 class StromaMetrics:
-    """Instruments created once per hooks object; ``record_*`` called by the span recorder."""
+    """Instruments created once per hooks object; ``record_*`` called by the span recorder.
+
+    ``enabled`` is False when the meter is a no-op one, so that the recorder can skip the calls.
+    """
 
     __slots__ = (
         "_attrs",
         "budget_decisions",
         "checkpoint_duration",
+        "enabled",
         "failures",
         "model_fallbacks",
         "node_attempts",
@@ -48,6 +52,10 @@ class StromaMetrics:
             schema_url=a.SCHEMA_URL,
             attributes={a.SCHEMA_VERSION_KEY: a.SCHEMA_VERSION},
         )
+        # False when nothing can ever be recorded (a NoOpMeterProvider, or an SDK provider that
+        # is disabled): the recorder then skips metrics altogether. A proxy meter (the global
+        # provider before one is set) counts as enabled, since a provider may be set later.
+        self.enabled = not isinstance(meter, metrics.NoOpMeter)
         self.node_duration = meter.create_histogram(
             a.METRIC_NODE_DURATION,
             unit="s",

@@ -62,27 +62,45 @@ def _content(value: Any) -> str:
     return _truncate(text)
 
 
-class _Attempt:
-    __slots__ = ("rec", "span", "token")
-
-    def __init__(self, span: Span, rec: bool, token: object | None) -> None:
-        self.span = span
-        self.rec = rec
-        self.token = token
-
-
 class _Node:
-    __slots__ = ("attempt", "children", "ctx", "denied", "error_type", "rec", "span", "token")
+    # The open attempt lives here too (``attempt`` is its span, ``attempt_rec`` whether it is
+    # recording, ``attempt_token`` what detaches it): one object per node, not one more per attempt.
+    __slots__ = (
+        "attempt",
+        "attempt_rec",
+        "attempt_token",
+        "children",
+        "ctx",
+        "denied",
+        "error_type",
+        "rec",
+        "span",
+        "token",
+    )
 
     def __init__(self, span: Span, rec: bool) -> None:
         self.span = span
         self.rec = rec
         self.ctx = _set_span(span)
-        self.attempt: _Attempt | None = None
+        self.attempt: Span | None = None
+        self.attempt_rec = False
+        self.attempt_token: object | None = None
         self.children: dict[str, _Node] | None = None
         self.error_type: str | None = None
         self.denied = False
         self.token: object | None = None
+
+    def close_attempt(self, end_ns: int, detach: bool) -> None:
+        """End an attempt left open (defensive paths only); detach it if ``detach``."""
+        span = self.attempt
+        if span is None:
+            return
+        token = self.attempt_token
+        self.attempt = None
+        self.attempt_token = None
+        if detach and token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        span.end(end_ns)
 
 
 class _Run:
@@ -120,7 +138,8 @@ class SpanRecorder:
             schema_url=a.SCHEMA_URL,
             attributes={a.SCHEMA_VERSION_KEY: a.SCHEMA_VERSION},
         )
-        self._metrics = metrics
+        # A meter that records nothing (a NoOpMeterProvider, a disabled SDK) is not called at all.
+        self._metrics = metrics if metrics is not None and metrics.enabled else None
         self._capture = capture_content
         self._live = live
         self._runs: dict[str, _Run] = {}
@@ -233,11 +252,7 @@ class SpanRecorder:
         if node.children:
             for child in node.children.values():
                 self._end_node_tree(child, ts, own_task=False)
-        if node.attempt is not None:
-            if own_task:
-                self._detach(node.attempt.token)
-            node.attempt.span.end(_ns(ts))
-            node.attempt = None
+        node.close_attempt(_ns(ts), detach=own_task)
         node.token = None
         node.span.end(_ns(ts))
 
@@ -245,10 +260,6 @@ class SpanRecorder:
         for node in run.nodes.values():  # a stale run: its task is not the one calling us
             self._end_node_tree(node, ts, own_task=False)
         run.span.end(_ns(ts))
-
-    def _detach(self, token: object | None) -> None:
-        if token is not None:
-            otel_context.detach(token)  # type: ignore[arg-type]
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -271,7 +282,7 @@ class SpanRecorder:
         if group is None:
             parent_ctx = run.ctx
         else:
-            parent_ctx = group.ctx if group.attempt is None else _set_span(group.attempt.span)
+            parent_ctx = group.ctx if group.attempt is None else _set_span(group.attempt)
         span = self._tracer.start_span(
             f"{a.NODE_SPAN} {e.node_id}",
             context=parent_ctx,
@@ -309,9 +320,7 @@ class SpanRecorder:
                 otel_context.detach(node.token)  # type: ignore[arg-type]
             node.token = None
         if node.attempt is not None:  # defensive
-            self._detach(node.attempt.token)
-            node.attempt.span.end(_ns(e.ts))
-            node.attempt = None
+            node.close_attempt(_ns(e.ts), detach=True)
         span = node.span
         if node.rec:
             span.set_attributes({a.NODE_ATTEMPTS: e.attempts, a.NODE_OUTCOME: e.outcome})
@@ -361,7 +370,10 @@ class SpanRecorder:
     # -- attempts ---------------------------------------------------------------------------
 
     def _attempt_started(self, e: ev.AttemptStarted) -> None:
-        _, node = self._node(e.run_id, e.node_id)
+        run = self._runs.get(e.run_id)
+        if run is None:
+            return
+        node = run.nodes.get(e.node_id)
         if node is None:
             return
         attrs: dict[str, Any] = {a.ATTEMPT_NUMBER: e.attempt, a.ATTEMPT_MAX: e.max_attempts}
@@ -374,21 +386,25 @@ class SpanRecorder:
             attributes=attrs,
             start_time=_ns(e.ts),
         )
-        rec = span.is_recording()
+        rec = node.attempt_rec = span.is_recording()
         if rec and self._capture:
             span.set_attribute(a.STATE_INPUT, _content(e.input_state))
-        token = otel_context.attach(_set_span(span)) if self._live else None
-        node.attempt = _Attempt(span, rec, token)
+        node.attempt = span
+        node.attempt_token = otel_context.attach(_set_span(span)) if self._live else None
 
     def _attempt_succeeded(self, e: ev.AttemptSucceeded) -> None:
-        run, node = self._node(e.run_id, e.node_id)
-        if node is None or node.attempt is None or run is None:
+        run = self._runs.get(e.run_id)
+        if run is None:
             return
-        attempt = node.attempt
-        node.attempt = None
-        self._detach(attempt.token)
-        span = attempt.span
-        if attempt.rec:
+        node = run.nodes.get(e.node_id)
+        if node is None or node.attempt is None:
+            return
+        span = node.attempt
+        token = node.attempt_token
+        node.attempt = node.attempt_token = None
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        if node.attempt_rec:
             attrs: dict[str, Any] = {
                 a.GEN_AI_USAGE_INPUT_TOKENS: e.input_tokens,
                 a.GEN_AI_USAGE_OUTPUT_TOKENS: e.output_tokens,
@@ -408,12 +424,13 @@ class SpanRecorder:
         if node is None or run is None:
             return
         node.error_type = e.error_type
-        attempt = node.attempt
-        if attempt is not None:
-            node.attempt = None
-            self._detach(attempt.token)
-            span = attempt.span
-            if attempt.rec:
+        span = node.attempt
+        if span is not None:
+            token = node.attempt_token
+            node.attempt = node.attempt_token = None
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
+            if node.attempt_rec:
                 attrs: dict[str, Any] = {
                     a.GEN_AI_USAGE_INPUT_TOKENS: e.input_tokens,
                     a.GEN_AI_USAGE_OUTPUT_TOKENS: e.output_tokens,
@@ -445,8 +462,8 @@ class SpanRecorder:
         if node is None:
             return
         target = node.attempt
-        if target is not None and target.rec:
-            target.span.add_event(
+        if target is not None and node.attempt_rec:
+            target.add_event(
                 a.EVENT_FAILURE_CLASSIFIED,
                 {
                     a.FAILURE_CLASS: e.failure_class,
@@ -461,7 +478,7 @@ class SpanRecorder:
         if run is None:
             return
         if node is not None and node.attempt is not None:
-            span, rec = node.attempt.span, node.attempt.rec
+            span, rec = node.attempt, node.attempt_rec
         elif node is not None:
             span, rec = node.span, node.rec
         else:

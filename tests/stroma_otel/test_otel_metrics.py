@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from opentelemetry.metrics import NoOpMeterProvider
 
-from stroma import FailureClass, NodeContext, StromaRunner, estimate_cost_usd
+from stroma import FailureClass, NodeContext, NodeHooks, StromaRunner, estimate_cost_usd
 from stroma.testing import FakeClock
 from stroma_otel import attributes as a
+from stroma_otel import otel_hooks
+from stroma_otel._metrics import StromaMetrics
 from tests.stroma_otel.conftest import Doc, Otel, Out
 
 
@@ -126,3 +129,36 @@ async def test_meter_is_named_stroma_with_the_schema(otel: Otel, clock: FakeCloc
     assert data is not None
     scopes = {(sm.scope.name, sm.scope.schema_url) for rm in data.resource_metrics for sm in rm.scope_metrics}
     assert scopes == {("stroma", a.SCHEMA_URL)}
+
+
+class NoOpMeterOtel(Otel):
+    """``otel_hooks`` on the SDK tracer provider and a no-op meter provider."""
+
+    def hooks(self, *, capture_content: bool = False) -> NodeHooks:
+        """``otel_hooks`` with ``NoOpMeterProvider()``."""
+        return otel_hooks(self.tracer_provider, NoOpMeterProvider(), capture_content)
+
+
+def span_views(otel: Otel) -> list[tuple[str, dict[str, Any], list[tuple[str, dict[str, Any]]]]]:
+    """Name, attributes and events of every finished span (retry delays, jittered: by type)."""
+
+    def event_attrs(attrs: Any) -> dict[str, Any]:
+        return {k: type(v) if k == a.RETRY_DELAY_S else v for k, v in dict(attrs or {}).items()}
+
+    return [
+        (s.name, dict(s.attributes or {}), [(e.name, event_attrs(e.attributes)) for e in s.events])
+        for s in otel.spans()
+    ]
+
+
+async def test_a_no_op_meter_is_skipped_and_the_spans_stay_the_same(otel: Otel, clock: FakeClock) -> None:
+    assert StromaMetrics(otel.meter_provider, "").enabled
+    assert StromaMetrics(None, "").enabled  # the global provider: a real one may be set later
+    assert not StromaMetrics(NoOpMeterProvider(), "").enabled
+
+    await run_pipeline(otel, clock)
+    assert otel.metrics()
+    no_op = NoOpMeterOtel()
+    assert no_op.hooks().on_event.__self__._metrics is None  # the recorder calls no meter
+    await run_pipeline(no_op, clock)
+    assert span_views(no_op) == span_views(otel)
