@@ -1,6 +1,6 @@
 """stroma-view performance against the targets of VIEWER.md, with ratios to a plain-JSON baseline.
 
-    /tmp/venv/bin/python benchmarks/viewer.py [--attempts-big 100000] [--quick]
+    /tmp/venv/bin/python benchmarks/viewer.py [--attempts-big 100000] [--repeat 3] [--quick]
 
 Run files are generated at run time in a temporary folder (nothing big is committed), in the exact
 run-file format Stroma writes. Each row is measured in this process, next to a baseline measured on
@@ -10,6 +10,9 @@ across machines:
 - 10k-attempt run interactive: the TUI (headless Pilot) from start until the list is drawn;
 - 100k-attempt run header: start until the header line shows (peeked from the first bytes);
 - 100k-attempt run fully indexed, and page-down scrolling (frame time per page, line API);
+- 100k-attempt run full load without drawing: what the Run screen's loader does (stream the
+  events in batches, index and list each batch, final record), as CPU time, median of
+  ``--repeat`` runs (the TUI rows are single wall-clock runs, noisy on a shared machine);
 - diff of two 10k-node runs: ``compare_runs`` plus the Diff screen's model;
 - memory: peak Python allocations of load + index, as a multiple of the file size.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import random
@@ -266,6 +270,46 @@ def _timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
     return best, result
 
 
+def _cpu_median(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Median CPU time of ``repeat`` runs (process time: every thread, no waiting)."""
+    times = []
+    result: Any = None
+    for _ in range(repeat):
+        result = None
+        gc.collect()
+        t0 = time.process_time()
+        result = fn()
+        times.append(time.process_time() - t0)
+    return statistics.median(times), result
+
+
+def _full_load(path: Path) -> Any:
+    """What the Run screen does to load a run in full, minus the drawing: stream the events in
+    batches, index and list each batch as it arrives (on the UI thread in the app), then build the
+    final record; the collector is paused meanwhile, as in the screen's load worker."""
+    from stroma import RunRecord
+    from viewer.model import Listing, RunIndex, loading
+
+    events: list[Any] = []
+    index: RunIndex | None = None
+    listing: Listing | None = None
+    # Viewers before the collector pause had none: measure them as they ran.
+    paused = getattr(loading, "collector_paused", contextlib.nullcontext)
+    with paused():
+        for batch in loading.stream_events(path):
+            events.extend(batch)
+            if index is None or listing is None:
+                index = RunIndex(RunRecord.from_events(list(batch), run_id=path.stem, path=str(path)))
+                listing = Listing(index)
+            else:
+                index.append(batch)
+                listing.refresh()
+        loaded = loading.record_from_stream(path, events)
+    assert listing is not None
+    assert len(loaded.record.events) == len(events)
+    return loaded, listing
+
+
 def _peak_bytes(fn: Callable[[], Any]) -> tuple[int, Any]:
     gc.collect()
     tracemalloc.start()
@@ -328,6 +372,7 @@ def main() -> None:
     """Generate the runs, measure, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--attempts-big", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the full-load measurement")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
     args = parser.parse_args()
     big_attempts = 10_000 if args.quick else args.attempts_big
@@ -407,6 +452,15 @@ def main() -> None:
             "s",
             "(background)",
             True,
+            base_big,
+        )
+        t_full, _ = _cpu_median(lambda: _full_load(big), repeat=max(1, args.repeat))
+        row(
+            f"{big_attempts // 1000}k attempts: full load, no drawing (CPU, median)",
+            t_full,
+            "s",
+            "< 3× json.loads",
+            t_full < 3 * base_big,
             base_big,
         )
         row(

@@ -23,7 +23,9 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import MemberDescriptorType
 from typing import Any, ClassVar, Literal
 
 __all__ = [
@@ -340,6 +342,18 @@ def event_from_dict(data: dict[str, Any]) -> LifecycleEvent:
     of the wrong shape; :func:`stroma.load_run` turns both into a RunFileError with file and line.
     """
     kind = data.get("type")
+    if type(kind) is str and type(data) is dict:
+        decode = _FAST_DECODERS.get(kind)
+        if decode is not None:
+            event = decode(data)
+            if event is not None:
+                return event
+    return _decode_checked(data)
+
+
+def _decode_checked(data: dict[str, Any]) -> LifecycleEvent:
+    """The careful decoder: every field checked in order, the first problem raised by name."""
+    kind = data.get("type")
     cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise KeyError(f"type: unknown event type {kind!r}")
@@ -372,3 +386,145 @@ def event_from_dict(data: dict[str, Any]) -> LifecycleEvent:
         if missing:
             raise KeyError(f"{missing[0]}: required field missing from {kind}") from exc
         raise
+
+
+# -- the fast decoders -------------------------------------------------------------------------
+#
+# Decoding a big run file is mostly this function, and the careful path above spends its time in
+# isinstance checks, a kwargs dict and the frozen dataclass __init__ (one object.__setattr__ per
+# field). Each event class therefore also gets a generated decoder that, in one pass, reads every
+# field, accepts only the exact JSON types the careful path accepts (``type(v) is int`` rejects bool
+# as the careful path does), and fills the new instance's slots through their member descriptors.
+# It never raises for bad input: on anything unusual (a missing required field, a subclass, a
+# value of the wrong shape) it returns None and the careful path decides and explains. So the fast
+# path produces the very object the careful path would, and errors keep their messages.
+
+_FastDecoder = Callable[[dict[str, Any]], LifecycleEvent | None]
+_ABSENT: Any = object()
+
+
+def _pairs(value: list[Any]) -> tuple[tuple[str, str], ...] | None:
+    """``errors`` as the careful path converts it, or None when an item is not a 2-item list."""
+    out = []
+    for item in value:
+        if type(item) is not list or len(item) != 2:
+            return None
+        out.append((str(item[0]), str(item[1])))
+    return tuple(out)
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None] | None:
+    for klass in cls.__mro__:
+        found = klass.__dict__.get(name)
+        if found is not None:
+            return found.__set__ if isinstance(found, MemberDescriptorType) else None
+    return None
+
+
+def _compile_decoder(cls: type[LifecycleEvent]) -> _FastDecoder | None:
+    """A generated decoder for ``cls``, or None when the class is not a plain slotted dataclass.
+
+    Two functions are generated: one for a dict that has every field (what event_to_dict writes:
+    the fields are read by subscript, the fastest way) and one, used when a field is absent, that
+    reads each with ``get`` and fills in the defaults.
+    """
+    if cls.__new__ is not object.__new__ or hasattr(cls, "__post_init__"):
+        return None
+    checked = dict(_CHECKS[cls])
+    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_M": _ABSENT, "_tuple": tuple}
+    env["_pairs"] = _pairs
+    env["_list"] = list
+    full: list[str] = []  # reads, by subscript (a missing field raises KeyError)
+    full_checks: list[str] = []  # then checks and conversions
+    partial: list[str] = []  # reads with get, defaults, checks and conversions
+    build: list[str] = []
+    default = ""
+    for i, f in enumerate(dataclasses.fields(cls)):
+        setter = _slot_setter(cls, f.name)
+        if setter is None or not f.init:
+            return None
+        env[f"_s{i}"] = setter
+        build.append(f"    _s{i}(o, v{i})")
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        if f.default_factory is not dataclasses.MISSING:
+            env[f"_d{i}"] = f.default_factory
+            default = f"_d{i}()"
+        elif has_default:
+            env[f"_d{i}"] = f.default
+            default = f"_d{i}"
+        if f.name not in checked:  # never read from the dict (the exception): always its default
+            if not has_default:
+                return None
+            full_checks.append(f"    v{i} = {default}")
+            partial.append(f"    v{i} = {default}")
+            continue
+        allowed = checked[f.name]
+        if f.name in _TUPLE_FIELDS or f.name == "errors":
+            if list not in allowed:
+                return None
+            check = f"type(v{i}) is _list"  # the careful path converts lists only
+            convert = (
+                [f"v{i} = _tuple(v{i})"]
+                if f.name in _TUPLE_FIELDS
+                else [
+                    f"v{i} = _pairs(v{i})",
+                    f"if v{i} is None:",
+                    "    return None",
+                ]
+            )
+        else:
+            tests = []
+            for k, t in enumerate(allowed):
+                if t is _NONE:
+                    tests.append(f"v{i} is None")
+                else:
+                    env[f"_t{i}_{k}"] = t
+                    tests.append(f"type(v{i}) is _t{i}_{k}")
+            check = " or ".join(tests)
+            convert = []
+        full.append(f"        v{i} = data[{f.name!r}]")
+        full_checks.append(f"    if not ({check}):")
+        full_checks.append("        return None")
+        full_checks.extend(f"    {line}" for line in convert)
+        partial.append(f"    v{i} = get({f.name!r}, _M)")
+        if has_default:
+            partial.append(f"    if v{i} is _M:")
+            partial.append(f"        v{i} = {default}")
+            partial.append(f"    elif not ({check}):")
+            partial.append("        return None")
+            if convert:
+                partial.append("    else:")
+                partial.extend(f"        {line}" for line in convert)
+        else:  # a missing required field reads as _M, which no check accepts
+            partial.append(f"    if not ({check}):")
+            partial.append("        return None")
+            partial.extend(f"    {line}" for line in convert)
+    name = cls.__name__
+    body = [
+        f"def decode_{name}_partial(data):",
+        "    get = data.get",
+        *partial,
+        "    o = _new(_cls)",
+        *build,
+        "    return o",
+        f"def decode_{name}(data):",
+        "    try:",
+        *full,
+        "    except KeyError:",
+        f"        return decode_{name}_partial(data)",
+        *full_checks,
+        "    o = _new(_cls)",
+        *build,
+        "    return o",
+        f"return decode_{name}",
+    ]
+    source = "def _factory(" + ", ".join(env) + "):\n" + "\n".join(f"    {line}" for line in body)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<stroma.events decoder for {name}>", "exec"), namespace)
+    decoder: _FastDecoder = namespace["_factory"](**env)
+    return decoder
+
+
+_FAST_DECODERS: dict[str, _FastDecoder] = {
+    kind: decoder for kind, cls in EVENT_TYPES.items() if (decoder := _compile_decoder(cls)) is not None
+}

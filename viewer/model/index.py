@@ -109,6 +109,27 @@ class Node:
         return found
 
 
+# What extend() does with an event of a node, by event class (the same isinstance order as a chain of
+# checks, decided once per class: the index of a big run dispatches on a dict lookup).
+_STARTED, _FINISHED, _NOTED, _NODE_STARTED, _NODE_FINISHED, _RESTORED, _BUDGET, _OTHER = range(8)
+_KIND_CLASSES: tuple[tuple[int, tuple[type[ev.LifecycleEvent], ...]], ...] = (
+    (_STARTED, (ev.AttemptStarted,)),
+    (_FINISHED, (ev.AttemptSucceeded, ev.AttemptFailed)),
+    (_NOTED, (ev.FailureClassified, ev.ContractViolated, ev.RetryScheduled)),
+    (_NODE_STARTED, (ev.NodeStarted,)),
+    (_NODE_FINISHED, (ev.NodeFinished,)),
+    (_RESTORED, (ev.NodeRestored,)),
+    (_BUDGET, (ev.BudgetChecked, ev.ModelFallback)),
+)
+_KINDS: dict[type, int] = {}
+
+
+def _kind_of(cls: type) -> int:
+    kind = next((k for k, classes in _KIND_CLASSES if issubclass(cls, classes)), _OTHER)
+    _KINDS[cls] = kind
+    return kind
+
+
 class RunIndex:
     """Nodes (pipeline order, parallel children after their group) and attempts of one run."""
 
@@ -124,6 +145,7 @@ class RunIndex:
         self.cost_usd = 0.0
         self.finished: ev.RunFinished | None = None
         self._open: dict[tuple[str, int], Attempt] = {}
+        self._ordered: list[Node] | None = None  # display order, until a node or a parent is added
         self._seed(record.header.pipeline)
         self.extend(record.events, 0)
 
@@ -139,6 +161,7 @@ class RunIndex:
             node = Node(node_id, position=len(self.nodes))
             self.by_id[node_id] = node
             self.nodes.append(node)
+            self._ordered = None
         return node
 
     def append(self, events: Iterable[ev.LifecycleEvent]) -> None:
@@ -155,8 +178,10 @@ class RunIndex:
 
     def extend(self, events: Iterable[ev.LifecycleEvent], start: int) -> None:
         """Index ``events``, the first of which is event number ``start``."""
+        by_id = self.by_id
         node_fn = self._node
         opened = self._open
+        kinds = _KINDS
         for i, e in enumerate(events, start):
             node_id: str | None = getattr(e, "node_id", None)
             if node_id is None:
@@ -165,16 +190,23 @@ class RunIndex:
                 elif isinstance(e, ev.RunFinished):
                     self.finished = e
                 continue
-            node = node_fn(node_id)
+            node = by_id.get(node_id)
+            if node is None:
+                node = node_fn(node_id)
             node.events.append(i)
-            if isinstance(e, ev.AttemptStarted):
+            kind = kinds.get(type(e))
+            if kind is None:
+                kind = _kind_of(type(e))
+            if kind == _STARTED:
+                assert isinstance(e, ev.AttemptStarted)
                 a = Attempt(node_id, e.attempt, started=i, ts=e.ts, model=e.model)
                 a.events.append(i)
                 node.attempts.append(a)
                 opened[(node_id, a.number)] = a
                 node.status = "running"
                 self.attempt_count += 1
-            elif isinstance(e, ev.AttemptSucceeded | ev.AttemptFailed):
+            elif kind == _FINISHED:
+                assert isinstance(e, ev.AttemptSucceeded | ev.AttemptFailed)
                 found = opened.pop((node_id, e.attempt), None)
                 if found is None:
                     found = Attempt(node_id, e.attempt, ts=e.ts)
@@ -207,7 +239,8 @@ class RunIndex:
                     self.failure_count += 1
                 else:
                     a.outcome = "succeeded"
-            elif isinstance(e, ev.FailureClassified | ev.ContractViolated | ev.RetryScheduled):
+            elif kind == _NOTED:
+                assert isinstance(e, ev.FailureClassified | ev.ContractViolated | ev.RetryScheduled)
                 target = self._attempt_of(node, e.attempt)
                 if target is None:
                     continue
@@ -219,22 +252,25 @@ class RunIndex:
                     target.contract_errors = e.errors or tuple((p, "") for p in e.field_paths)
                 else:
                     target.retry_delay_s = e.delay_s
-            elif isinstance(e, ev.NodeStarted):
-                if e.parent is not None:
+            elif kind == _NODE_STARTED:
+                assert isinstance(e, ev.NodeStarted)
+                if e.parent is not None and e.parent != node.parent:
                     node.parent = e.parent
+                    self._ordered = None
                 if node.status == "not_reached":
                     node.status = "running"
-            elif isinstance(e, ev.NodeFinished):
+            elif kind == _NODE_FINISHED:
+                assert isinstance(e, ev.NodeFinished)
                 outcome = e.outcome
                 node.status = outcome if outcome in ("succeeded", "failed", "cancelled") else "failed"
                 if e.failure_class:
                     node.failure_class = e.failure_class
                 # Wall time of the node, backoff included (attempt times are on each attempt).
                 node.duration_ms = e.duration_ms
-            elif isinstance(e, ev.NodeRestored):
+            elif kind == _RESTORED:
                 node.status = "restored"
                 node.restored_from = i
-            elif isinstance(e, ev.BudgetChecked | ev.ModelFallback):
+            elif kind == _BUDGET:
                 self.budget.append(i)
 
     @staticmethod
@@ -253,6 +289,11 @@ class RunIndex:
 
     def ordered(self) -> list[Node]:
         """Nodes in display order: pipeline order, each parallel child right after its group."""
+        if self._ordered is None:
+            self._ordered = self._order()
+        return list(self._ordered)
+
+    def _order(self) -> list[Node]:
         children: dict[str, list[Node]] = {}
         for node in self.nodes:
             if node.parent is not None:

@@ -6,9 +6,11 @@ exist; a search marks matching rows without hiding the others, like ``less``.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain, compress, count
 from typing import Any
 
 from viewer.model.index import Attempt, Node, RunIndex
@@ -156,6 +158,10 @@ class Listing:
         self.query = Query("")
         self.rows: list[Row] = []
         self.matches: list[int] = []
+        # The rows of every node as last shown unfiltered, for _all_rows.
+        self._order: list[Node] = []
+        self._sizes: list[int] = []
+        self._blocks: list[list[Row]] = []
         self.refresh()
 
     # -- filters ---------------------------------------------------------------------------
@@ -172,6 +178,10 @@ class Listing:
 
     def refresh(self) -> None:
         """Recompute rows (and search matches) after a filter, expansion or data change."""
+        if not self.failures_only and self.class_filter is None:
+            self.rows = self._all_rows()
+            self._search()
+            return
         rows: list[Row] = []
         for node in self.index.ordered():
             if not self._keep_node(node):
@@ -182,6 +192,35 @@ class Listing:
             rows.extend(Row(node, a) for a in node.attempts if self._keep_attempt(a))
         self.rows = rows
         self._search()
+
+    def _all_rows(self) -> list[Row]:
+        """Every row (no filter on), in display order.
+
+        Each node's rows (its block) are kept between refreshes and rebuilt only when the node's
+        size changed: it gained attempts (the index only ever appends them), or was collapsed or
+        expanded. A refresh per streamed batch of a big run then costs a few list operations over
+        the nodes instead of rebuilding every row.
+        """
+        order = self.index.ordered()
+        collapsed = self.collapsed
+        if collapsed:
+            sizes = [1 if n.node_id in collapsed else len(n.attempts) + 1 for n in order]
+        else:
+            sizes = [len(attempts) + 1 for attempts in map(_ATTEMPTS, order)]
+        blocks = self._blocks
+        if len(order) == len(self._order) and all(map(operator.is_, order, self._order)):
+            for i in compress(count(), map(operator.ne, sizes, self._sizes)):
+                blocks[i] = _block(order[i], sizes[i])
+        else:
+            kept = {b[0].node.node_id: b for b in blocks}
+            blocks = [
+                b
+                if (b := kept.get(n.node_id)) is not None and b[0].node is n and len(b) == size
+                else _block(n, size)
+                for n, size in zip(order, sizes, strict=True)
+            ]
+        self._order, self._sizes, self._blocks = order, sizes, blocks
+        return list(chain.from_iterable(blocks))
 
     def toggle_failures_only(self) -> None:
         """Show only failed nodes and failed attempts (or everything again)."""
@@ -273,6 +312,16 @@ class Listing:
             ):
                 return i
         return None
+
+
+_ATTEMPTS = operator.attrgetter("attempts")
+
+
+def _block(node: Node, size: int) -> list[Row]:
+    """A node's row, then (``size`` > 1: not collapsed) a row per attempt."""
+    if size == 1:
+        return [Row(node)]
+    return [Row(node), *[Row(node, a) for a in node.attempts]]
 
 
 def _next(positions: list[int], cursor: int, backwards: bool) -> int | None:

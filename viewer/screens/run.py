@@ -25,6 +25,7 @@ from viewer.model.loading import (
     LoadedRun,
     StreamFallback,
     ViewerInputError,
+    collector_paused,
     peek_header,
     record_from_stream,
     stream_events,
@@ -179,6 +180,12 @@ class RunScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="load")
     def _load(self) -> None:
+        # The batches are indexed on the UI thread while this one decodes: the collector stays
+        # paused until the run is in (and then frozen, as _after_load does).
+        with collector_paused(freeze=True):
+            self._stream_run()
+
+    def _stream_run(self) -> None:
         # Stream the events in batches: the list is browsable while a big file still loads.
         # Anything unusual falls back to the full loader, whose errors name file and line.
         events: list[ev.LifecycleEvent] = []
