@@ -55,7 +55,14 @@ from stroma.failures import (
 )
 from stroma.hooks import Dispatcher, NodeHooks, global_hooks
 from stroma.runfile import RunFileWriter
-from stroma.trace import ExecutionResult, ExecutionTrace, RunStatus, materialize_event
+from stroma.trace import (
+    ExecutionResult,
+    ExecutionTrace,
+    RunStatus,
+    build_event,
+    decode_state,
+    materialize_event,
+)
 
 __all__ = ["ReliabilityContext", "execute_step"]
 
@@ -174,6 +181,7 @@ class ReliabilityContext:
         "_dispatch",
         "_eager",
         "_fallbacks",
+        "_last_decoded",
         "_last_error_type",
         "_last_node",
         "_last_out",
@@ -250,6 +258,7 @@ class ReliabilityContext:
         self._last_node: str | None = None
         self._t0 = self._mono0
         self._last_out: tuple[Any, str | dict[str, Any]] | None = None
+        self._last_decoded: tuple[str, dict[str, Any]] | None = None
         self.last_output: Any = None  # run_chain: the last state a step produced (or its input)
 
     @property
@@ -288,12 +297,10 @@ class ReliabilityContext:
         return self._wall0 + (self._mono() - self._mono0)
 
     def _emit(self, event: ev.LifecycleEvent) -> Awaitable[None] | None:
-        self.trace._record(event)
+        self._log_append(event)
         if self._writer is not None:
             self._writer.write(event)
-        if self._dispatch:
-            return self._dispatch.emit(event)
-        return None
+        return self._dispatch.emit(event)
 
     def _ev(self, fields: dict[str, Any]) -> Awaitable[None] | None:
         """Record an event (its fields, with ``type``); build the object only when a listener
@@ -301,11 +308,24 @@ class ReliabilityContext:
         if self._quiet:
             self._log_append(fields)
             return None
-        dispatch = self._dispatch
-        if self._eager or (dispatch and dispatch.wants(ev.EVENT_TYPES[fields["type"]])):
-            return self._emit(materialize_event(fields))
-        self._log_append(fields)
-        return None
+        cls = ev.EVENT_TYPES[fields["type"]]
+        if not self._eager and not self._dispatch.wants(cls):
+            self._log_append(fields)
+            return None
+        for key in ("input_state", "output_state"):
+            text = fields.get(key)
+            if type(text) is str:
+                fields[key] = self._decoded(text)
+        return self._emit(build_event(cls, fields))
+
+    def _decoded(self, text: str) -> dict[str, Any]:
+        # A node's output is the next node's input: decode its JSON once for both events.
+        last = self._last_decoded
+        if last is not None and last[0] is text:
+            return last[1]
+        state = decode_state(text)
+        self._last_decoded = (text, state)
+        return state
 
     async def emit(self, event: ev.LifecycleEvent) -> None:
         """Publish ``event`` to the trace, the run file and every hook."""

@@ -17,10 +17,11 @@ import pytest
 from pydantic import BaseModel
 
 from stroma import NodeHooks, RunStatus, StromaRunner, parallel
+from stroma import events as ev
 from stroma._engine import ReliabilityContext
 from stroma.checkpoint import PROGRESS_NODE, RUN_NODE, AsyncInMemoryStore, RunManifest, RunProgress
 from stroma.testing import FakeClock, seed_jitter, use_clock
-from stroma.trace import ExecutionResult
+from stroma.trace import ExecutionResult, build_event
 from tests.stroma.conftest import Count
 
 
@@ -243,3 +244,44 @@ async def test_freestanding_context_counts_attempts_and_usage_of_fast_nodes(cloc
     assert usage["b"].latency_ms == pytest.approx(4.0)  # both attempts
     assert usage["c"].latency_ms == pytest.approx(3.0)
     assert rc.tracker.total_latency_ms == pytest.approx(27.0)
+
+
+def _sample(field: dataclasses.Field[Any], i: int) -> Any:
+    """A distinct value of the field's annotated kind."""
+    kind = str(field.type)
+    if "tuple" in kind:
+        return (f"v{i}", f"w{i}") if "str, str" not in kind else ((f"p{i}", f"m{i}"),)
+    if "dict" in kind:
+        return {"k": i}
+    if kind.startswith("float"):
+        return i + 0.5
+    if kind.startswith("int"):
+        return i
+    if kind.startswith("bool"):
+        return True
+    if "BaseException" in kind:
+        return ValueError(i)
+    return f"s{i}"
+
+
+@pytest.mark.parametrize("cls", list(ev.EVENT_TYPES.values()), ids=lambda c: c.__name__)
+def test_events_built_for_listeners_equal_their_dataclass_construction(cls: type[Any]) -> None:
+    every = {f.name: _sample(f, i) for i, f in enumerate(dataclasses.fields(cls))}
+    required = {
+        f.name: every[f.name]
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    for fields in (every, required):
+        built = build_event(cls, {"type": cls.kind, **fields})
+        expected = cls(**fields)
+        assert type(built) is cls
+        assert built == expected
+        assert repr(built) == repr(expected)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            built.run_id = "changed"
+    # fields with a default factory get a fresh object each time, as the dataclass gives
+    for f in dataclasses.fields(cls):
+        if f.default_factory is not dataclasses.MISSING:
+            one, two = build_event(cls, {**required}), build_event(cls, {**required})
+            assert getattr(one, f.name) is not getattr(two, f.name)
