@@ -195,10 +195,13 @@ class CheckpointManager:
         # Async raw methods are awaited directly (the hot path); sync ones (SyncRedisStore) run
         # through _call, in a worker thread, so they stay atomic without blocking the loop.
         self._raw_async = self._raw and all(inspect.iscoroutinefunction(m) for m in raw)
-        # The in-process store's synchronous commit (the engine's fast path), unless a subclass
-        # changed how commits are written.
+        # The in-process store's synchronous writes (the engine's fast path), unless a subclass
+        # changed how records are written or read.
         inline = getattr(store, "_commit_inline", None)
-        overridden = getattr(type(store), "commit_raw", None) is not AsyncInMemoryStore.commit_raw
+        overridden = any(
+            getattr(type(store), name, None) is not getattr(AsyncInMemoryStore, name)
+            for name in ("commit_raw", "save_raw", "load_raw")
+        )
         self.commit_inline: Callable[[str, str, str, str, tuple[Any, ...]], None] | None = (
             None if overridden or not callable(inline) else inline
         )

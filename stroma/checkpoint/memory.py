@@ -128,9 +128,7 @@ class AsyncInMemoryStore:
     ) -> None:
         """:meth:`commit_raw` for the engine's in-process fast path: synchronous (nothing can
         interleave), with the progress record kept as the arguments of ``progress_json``."""
-        run = self._data.get(run_id)
-        if run is None:
-            run = self._data[run_id] = {}
+        run = self._run(run_id)
         run[node_id] = (payload, ref)
         run[_PROGRESS_NODE] = progress
 
@@ -139,10 +137,13 @@ class AsyncInMemoryStore:
     ) -> None:
         """:meth:`save_raw` for the engine's fast path: the payload is ``render(*args)``, called
         when the record is read (``args`` must be values that no longer change)."""
+        self._run(run_id)[node_id] = (render, args, ref)
+
+    def _run(self, run_id: str) -> dict[str, tuple[Any, ...]]:
         run = self._data.get(run_id)
         if run is None:
             run = self._data[run_id] = {}
-        run[node_id] = (render, args, ref)
+        return run
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool:
         """Take the run's lease unless another owner holds it."""

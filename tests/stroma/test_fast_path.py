@@ -285,3 +285,49 @@ def test_events_built_for_listeners_equal_their_dataclass_construction(cls: type
         if f.default_factory is not dataclasses.MISSING:
             one, two = build_event(cls, {**required}), build_event(cls, {**required})
             assert getattr(one, f.name) is not getattr(two, f.name)
+
+
+class _Counting(AsyncInMemoryStore):
+    """Counts the raw writes it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+
+class _CountsCommits(_Counting):
+    async def commit_raw(self, run_id: str, node_id: str, payload: str, ref: str, progress: str) -> None:
+        self.writes.append(node_id)
+        await super().commit_raw(run_id, node_id, payload, ref, progress)
+
+
+class _CountsSaves(_Counting):
+    async def save_raw(self, run_id: str, node_id: str, payload: str, ref: str) -> None:
+        self.writes.append(node_id)
+        await super().save_raw(run_id, node_id, payload, ref)
+
+
+@pytest.mark.parametrize(
+    ("store_cls", "expected"),
+    [(_CountsCommits, ["a", "b"]), (_CountsSaves, [RUN_NODE, PROGRESS_NODE])],
+)
+async def test_a_store_subclass_that_changes_writes_gets_every_write(
+    clock: FakeClock, store_cls: type[_Counting], expected: list[str]
+) -> None:
+    store = store_cls()
+    runner = StromaRunner.quick(store=store)
+    assert runner.checkpoint_manager.commit_inline is None
+    assert runner.checkpoint_manager.save_inline is None
+
+    @runner.node("a", input=Count, output=Count)
+    async def a(state: Count) -> dict[str, int]:
+        return {"n": state.n + 1}
+
+    @runner.node("b", input=Count, output=Count)
+    async def b(state: Count) -> dict[str, int]:
+        return {"n": state.n + 1}
+
+    result = await runner.run([a, b], Count(n=0))
+    assert result.status is RunStatus.COMPLETED
+    assert store.writes == expected
+    assert [type(e).__name__ for e in result.trace.log].count("CheckpointSaved") == 2
