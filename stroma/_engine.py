@@ -59,7 +59,6 @@ from stroma.trace import (
     ExecutionResult,
     ExecutionTrace,
     RunStatus,
-    build_event,
     decode_state,
     materialize_event,
 )
@@ -316,7 +315,7 @@ class ReliabilityContext:
             text = fields.get(key)
             if type(text) is str:
                 fields[key] = self._decoded(text)
-        return self._emit(build_event(cls, fields))
+        return self._emit(ev.build_event(cls, fields))
 
     def _decoded(self, text: str) -> dict[str, Any]:
         # A node's output is the next node's input: decode its JSON once for both events.

@@ -48,6 +48,7 @@ __all__ = [
     "RetryScheduled",
     "RunFinished",
     "RunStarted",
+    "build_event",
     "event_from_dict",
     "event_to_dict",
 ]
@@ -419,6 +420,46 @@ def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None] | None:
         if found is not None:
             return found.__set__ if isinstance(found, MemberDescriptorType) else None
     return None
+
+
+# -- building events the engine describes ----------------------------------------------------
+
+_Builder = Callable[[dict[str, Any]], LifecycleEvent]
+_builders: dict[type[LifecycleEvent], _Builder] = {}
+
+
+def _compile_builder(cls: type[LifecycleEvent]) -> _Builder:
+    """A function that builds ``cls`` from a complete dict of the engine's (fields it omits take
+    their defaults), filling the slots directly: the frozen dataclass ``__init__`` costs one
+    ``object.__setattr__`` per field, and events are built for every listener on the hot path."""
+    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    lines = ["def build(d):", "    o = _new(_cls)"]
+    for i, f in enumerate(dataclasses.fields(cls)):
+        setter = _slot_setter(cls, f.name)
+        if setter is None:  # not a plain slotted dataclass
+            return lambda d: cls(**{k: v for k, v in d.items() if k != "type"})
+        env[f"_s{i}"] = setter
+        if f.default is not dataclasses.MISSING:
+            env[f"_d{i}"] = f.default
+            value = f"d.get({f.name!r}, _d{i})"
+        elif f.default_factory is not dataclasses.MISSING:
+            env[f"_f{i}"] = f.default_factory
+            value = f"d[{f.name!r}] if {f.name!r} in d else _f{i}()"
+        else:
+            value = f"d[{f.name!r}]"
+        lines.append(f"    _s{i}(o, {value})")
+    lines.append("    return o")
+    exec("\n".join(lines), env)  # code built above from the class's own field names
+    build: _Builder = env["build"]
+    return build
+
+
+def build_event(cls: type[LifecycleEvent], fields: dict[str, Any]) -> LifecycleEvent:
+    """``cls(**fields)`` for a dict the engine built (``type`` ignored, states already decoded)."""
+    builder = _builders.get(cls)
+    if builder is None:
+        builder = _builders[cls] = _compile_builder(cls)
+    return builder(fields)
 
 
 def _compile_decoder(cls: type[LifecycleEvent]) -> _FastDecoder | None:

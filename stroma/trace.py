@@ -10,20 +10,18 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from types import MemberDescriptorType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from stroma import events as ev
-from stroma.events import EVENT_TYPES, LifecycleEvent
+from stroma.events import EVENT_TYPES, LifecycleEvent, build_event
 from stroma.failures import FailureClass
 
 if TYPE_CHECKING:
@@ -98,44 +96,6 @@ def _state(value: Any, cache: dict[int, Any]) -> Any:
     if decoded is None:
         decoded = cache[key] = decode_state(value)
     return decoded
-
-
-_Builder = Callable[[dict[str, Any]], LifecycleEvent]
-_builders: dict[type[LifecycleEvent], _Builder] = {}
-
-
-def _compile_builder(cls: type[LifecycleEvent]) -> _Builder:
-    """A function that builds ``cls`` from a complete dict of the engine's (fields it omits take
-    their defaults), filling the slots directly: the frozen dataclass ``__init__`` costs one
-    ``object.__setattr__`` per field, and events are built for every listener on the hot path."""
-    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    lines = ["def build(d):", "    o = _new(_cls)"]
-    for i, f in enumerate(dataclasses.fields(cls)):
-        slot = next((k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__), None)
-        if not isinstance(slot, MemberDescriptorType):  # not a plain slotted dataclass
-            return lambda d: cls(**{k: v for k, v in d.items() if k != "type"})
-        env[f"_s{i}"] = slot.__set__
-        if f.default is not dataclasses.MISSING:
-            env[f"_d{i}"] = f.default
-            value = f"d.get({f.name!r}, _d{i})"
-        elif f.default_factory is not dataclasses.MISSING:
-            env[f"_f{i}"] = f.default_factory
-            value = f"d[{f.name!r}] if {f.name!r} in d else _f{i}()"
-        else:
-            value = f"d[{f.name!r}]"
-        lines.append(f"    _s{i}(o, {value})")
-    lines.append("    return o")
-    exec("\n".join(lines), env)  # code built above from the class's own field names
-    build: _Builder = env["build"]
-    return build
-
-
-def build_event(cls: type[LifecycleEvent], fields: dict[str, Any]) -> LifecycleEvent:
-    """``cls(**fields)`` for a dict the engine built (``type`` ignored, states already decoded)."""
-    builder = _builders.get(cls)
-    if builder is None:
-        builder = _builders[cls] = _compile_builder(cls)
-    return builder(fields)
 
 
 def materialize_event(item: Any, cache: dict[int, Any] | None = None) -> LifecycleEvent:

@@ -20,8 +20,9 @@ from stroma import NodeHooks, RunStatus, StromaRunner, parallel
 from stroma import events as ev
 from stroma._engine import ReliabilityContext
 from stroma.checkpoint import PROGRESS_NODE, RUN_NODE, AsyncInMemoryStore, RunManifest, RunProgress
+from stroma.events import build_event
 from stroma.testing import FakeClock, seed_jitter, use_clock
-from stroma.trace import ExecutionResult, build_event
+from stroma.trace import ExecutionResult
 from tests.stroma.conftest import Count
 
 
