@@ -1,11 +1,26 @@
-"""The step loop: validate, attempt, classify, back off, budget, checkpoint, emit.
+"""The step loop: the only place that decides anything.
 
-This is the only place that decides anything. Everything it decides is published as a
-lifecycle event (:mod:`stroma.events`); the trace, run files, hooks and telemetry only listen.
+Where a run goes, in order:
 
-Hot-path rules (people run thousands of nodes): nothing here grows with the run's length
-(running totals, cached signatures and policies), an input that already is an instance of the
-node's schema is not validated again, and a run with no hooks builds no coroutine per event.
+1. ``StromaRunner.run`` / ``resume`` (stroma/runner.py) checks the pipeline, takes the run's
+   lease and builds one :class:`ReliabilityContext` for the run (its own context mapping, cost
+   tracker, trace and recorder).
+2. :meth:`ReliabilityContext.start_run` publishes RunStarted (listeners may fill its trace-context
+   carrier), opens the run file and records the run's manifest in the store.
+3. Nodes restored from checkpoints publish NodeRestored (:meth:`~ReliabilityContext.restore`).
+4. :meth:`~ReliabilityContext.run_step` runs each node: per attempt :meth:`_attempt` (model
+   fallback, AttemptStarted, the call, the usage tuple, the output contract, the budget, the commit
+   and CheckpointSaved, AttemptSucceeded, NodeFinished); a failure goes to :meth:`_decide`
+   (ContractViolated, FailureClassified, AttemptFailed, the budget, then RetryScheduled and the
+   backoff, or RetriesExhausted and NodeFinished).
+5. :meth:`~ReliabilityContext.finish_run` records the final progress in the store, publishes
+   RunFinished, closes the run file and builds the :class:`~stroma.trace.ExecutionResult`.
+
+Every decision is published as a lifecycle event (:mod:`stroma.events`) through the run's
+recorder. The only difference between a run somebody watches (hooks, a run file) and a quiet one
+is the recorder: :class:`LiveRecorder` builds each event when it happens and hands it to the
+listeners; :class:`QuietRecorder` keeps an attempt as its :class:`~stroma.trace.AttemptRecord`
+and the trace builds the very same events, with the very same functions, when it is read.
 """
 
 from __future__ import annotations
@@ -14,13 +29,13 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from stroma import _schemas
 from stroma import events as ev
 from stroma._clock import current_clock, jitter_rng
 from stroma._config import RunConfig
@@ -43,7 +58,7 @@ from stroma.contracts import (
     UntypedState,
     validate_boundary,
 )
-from stroma.cost import BudgetExceeded, CostTracker, estimate_cost_usd, resolve_model_hint
+from stroma.cost import BudgetExceeded, CostTracker, ExecutionBudget, estimate_cost_usd, resolve_model_hint
 from stroma.errors import NodeReturnTypeError, StoreUnavailableError
 from stroma.failures import (
     FailureClass,
@@ -56,11 +71,17 @@ from stroma.failures import (
 from stroma.hooks import Dispatcher, NodeHooks, global_hooks
 from stroma.runfile import RunFileWriter
 from stroma.trace import (
+    AttemptRecord,
+    Closed,
     ExecutionResult,
     ExecutionTrace,
+    LogEntry,
+    Opened,
     RunStatus,
-    decode_state,
-    materialize_event,
+    State,
+    StateDecoder,
+    attempt_closed,
+    attempt_opened,
 )
 
 __all__ = ["ReliabilityContext", "execute_step"]
@@ -68,7 +89,12 @@ __all__ = ["ReliabilityContext", "execute_step"]
 logger = logging.getLogger("stroma")
 
 IDEMPOTENCY_KEY = "_stroma_idempotency_key"
+"""Context key of the node's idempotency key: ``run_id:node_id`` (``run_id:group/child`` for a
+child of a parallel group), the same across retries and resumes."""
+ATTEMPT_KEY = "_stroma_attempt"
+"""Context key of the attempt number (1-based)."""
 MODEL_KEY = "_stroma_model"
+"""Context key of the model a node should use (set while a model fallback applies)."""
 
 _arity: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
@@ -92,15 +118,6 @@ def takes_context(func: Callable[..., Any]) -> bool:
     return result
 
 
-async def _probe() -> None:
-    return None
-
-
-_probe_coro = _probe()
-_coroutine = type(_probe_coro)
-_probe_coro.close()
-
-
 def error_type(exc: BaseException) -> str:
     """The exception's qualified class name (``builtins`` omitted)."""
     cls = type(exc)
@@ -113,24 +130,28 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def split_output(raw: Any, node_id: str) -> tuple[Any, int, int, str | None, int]:
-    """(output, input_tokens, output_tokens, model, total_tokens) from a node's return value."""
+def split_output(raw: Any, node_id: str) -> tuple[Any, int, int, str | None]:
+    """(output, input_tokens, output_tokens, model) from a node's return value."""
     if isinstance(raw, dict | BaseModel):
-        return raw, 0, 0, None, 0
+        return raw, 0, 0, None
     if isinstance(raw, tuple) and 2 <= len(raw) <= 4:
-        out = raw[0]
         try:
             if len(raw) == 2:
-                tokens = int(raw[1])
-                return out, tokens, 0, None, tokens
-            in_tokens, out_tokens = int(raw[1]), int(raw[2])
-            model = raw[3] if len(raw) == 4 else None
+                in_tokens, out_tokens, model = int(raw[1]), 0, None
+            else:
+                in_tokens, out_tokens = int(raw[1]), int(raw[2])
+                model = raw[3] if len(raw) == 4 else None
             if model is not None and not isinstance(model, str):
                 raise TypeError
         except (TypeError, ValueError):
             pass
         else:
-            return out, in_tokens, out_tokens, model, in_tokens + out_tokens
+            if in_tokens < 0 or out_tokens < 0:
+                raise NodeReturnTypeError(
+                    f"node '{node_id}' reported negative token counts ({in_tokens}, {out_tokens}); "
+                    "token counts are whole numbers >= 0"
+                )
+            return raw[0], in_tokens, out_tokens, model
     raise NodeReturnTypeError(
         f"node '{node_id}' returned {type(raw).__name__} ({_short(raw)}); a node returns a dict "
         "of its output fields (or a pydantic model), or a usage tuple: (output, tokens), "
@@ -145,20 +166,130 @@ async def _call(func: Callable[..., Any], state: Any, ctx: Any, with_ctx: bool) 
     return result
 
 
-class FirstFailure(NamedTuple):
-    """A first attempt that :meth:`ReliabilityContext.run_chain` ran and that failed."""
+def may_retry(attempt: int, policy: FailurePolicy | None) -> bool:
+    """Whether a node whose ``attempt``-th call failed may be called again: ``max_retries`` counts
+    calls in total, as in stroma 0.3.2 (3: at most three calls; 1 or 0: one call)."""
+    return policy is not None and attempt < policy.max_retries
 
-    error: Exception
-    node_t0: float
-    t0: float
-    input_tokens: int = 0
-    output_tokens: int = 0
-    tokens: int = 0
-    cost_usd: float = 0.0
-    model: str | None = None
+
+def _max_attempts(policies: dict[FailureClass, FailurePolicy]) -> int:
+    return max((p.max_retries for p in policies.values()), default=1) or 1
 
 
 Step = tuple[str, Callable[..., Any], NodeContract | None]
+
+
+async def _probe() -> None:
+    return None
+
+
+_probe_coro = _probe()
+_coroutine = type(_probe_coro)  # checked first: cheaper than inspect.isawaitable on the hot path
+_probe_coro.close()
+
+
+# -- recording ---------------------------------------------------------------------------------
+
+
+def _together(pending: list[Awaitable[None]]) -> Awaitable[None] | None:
+    if not pending:
+        return None
+    if len(pending) == 1:
+        return pending[0]
+
+    async def wait() -> None:
+        for item in pending:
+            await item
+
+    return wait()
+
+
+class LiveRecorder:
+    """Records a watched run: every event is built when it happens, logged, written to the run
+    file and handed to the listeners. ``begin``/``succeed`` return an awaitable only when an
+    async listener needs awaiting."""
+
+    __slots__ = ("_decode", "_dispatch", "_trace", "_writer")
+
+    def __init__(self, trace: ExecutionTrace, dispatch: Dispatcher, writer: RunFileWriter | None) -> None:
+        self._trace = trace
+        self._dispatch = dispatch
+        self._writer = writer
+        self._decode = StateDecoder()
+
+    def emit(self, event: ev.LifecycleEvent) -> Awaitable[None] | None:
+        """Publish one event."""
+        self._trace.record(event)
+        if self._writer is not None:
+            self._writer.write(event)
+        return self._dispatch.emit(event)
+
+    def _emit_all(self, events: list[ev.LifecycleEvent]) -> Awaitable[None] | None:
+        pending = [p for p in map(self.emit, events) if p is not None]
+        return _together(pending)
+
+    def begin(self, rec: AttemptRecord) -> Awaitable[None] | None:
+        """An attempt starts (and its node, on the first attempt)."""
+        return self._emit_all(attempt_opened(rec, self._decode))
+
+    def succeed(self, rec: AttemptRecord) -> Awaitable[None] | None:
+        """An attempt succeeded: its checkpoint, its success and its node's end."""
+        self._trace.record_attempt(rec)
+        return self._emit_all(attempt_closed(rec, self._decode))
+
+    def fail(self, rec: AttemptRecord) -> None:
+        """An attempt failed (its failure events are emitted by the loop)."""
+        self._trace.record_attempt(rec)
+
+    def flush(self) -> None:
+        """Nothing is held back."""
+
+
+class QuietRecorder:
+    """Records a run nobody watches: an attempt is kept as its record and its events are built
+    when the trace is read. Anything logged while an attempt is open (a group's children, a budget
+    check, a failure) first logs the attempt's opening, so the log keeps the live order."""
+
+    __slots__ = ("_open", "_trace")
+
+    def __init__(self, trace: ExecutionTrace) -> None:
+        self._trace = trace
+        self._open: AttemptRecord | None = None
+
+    def flush(self) -> None:
+        """Log the opening of the attempt that is open, if not yet logged."""
+        rec = self._open
+        if rec is not None:
+            self._open = None
+            self._trace.record(Opened(rec))
+
+    def emit(self, event: ev.LifecycleEvent) -> None:
+        """Log one event."""
+        if self._open is not None:
+            self.flush()
+        self._trace.record(event)
+
+    def begin(self, rec: AttemptRecord) -> None:
+        """An attempt starts: held until it ends or something else is logged."""
+        if self._open is not None:
+            self.flush()
+        self._open = rec
+
+    def succeed(self, rec: AttemptRecord) -> None:
+        """An attempt succeeded: one log entry stands for all its events when nothing came between."""
+        entry: LogEntry = rec if self._open is rec else Closed(rec)
+        self._open = None
+        self._trace.record(entry)
+        self._trace.record_attempt(rec)
+
+    def fail(self, rec: AttemptRecord) -> None:
+        """An attempt failed: its opening is logged before the failure events."""
+        if self._open is rec:
+            self.flush()
+        self._trace.record_attempt(rec)
+
+
+Recorder = LiveRecorder | QuietRecorder
 
 
 class ReliabilityContext:
@@ -166,31 +297,29 @@ class ReliabilityContext:
 
     Created once per run with :meth:`for_run`, then threaded through whichever execution
     strategy drives the steps (the linear runner, ``parallel()``, an agent loop, ``StromaStep``).
+    The 0.3.2 fields are readable by name: ``run_id, registry, checkpoint_manager, cost_tracker,
+    retry_budget, trace, budget, policy_map, step_policies, classifiers, step_timeouts,
+    model_fallbacks, hooks, context, run_logger``.
     """
 
     __slots__ = (
         "_budget",
-        "_budget_folded",
-        "_budget_on",
         "_carried",
         "_classifiers",
         "_clock",
         "_committed",
         "_default_policy",
         "_dispatch",
-        "_eager",
         "_fallbacks",
-        "_last_decoded",
         "_last_error_type",
         "_last_node",
         "_last_out",
-        "_log_append",
+        "_limited",
         "_mono",
         "_mono0",
         "_node_policies",
         "_policies",
-        "_quiet",
-        "_retry_budget",
+        "_rec",
         "_t0",
         "_timeouts",
         "_wall0",
@@ -198,12 +327,14 @@ class ReliabilityContext:
         "carrier",
         "checkpoint_manager",
         "config",
+        "context",
         "failures",
         "last_failure",
         "last_output",
         "registry",
         "run_file",
         "run_id",
+        "run_logger",
         "trace",
         "tracker",
     )
@@ -221,16 +352,17 @@ class ReliabilityContext:
         self.registry = registry
         self.checkpoint_manager = checkpoint_manager
         self.run_id = run_id or config.run_id
+        # The run's own mapping for the keys Stroma writes; the user's values stay the same objects.
+        self.context: dict[str, Any] = dict(config.context)
         self.tracker = CostTracker()
         self.trace = ExecutionTrace()
-        self._retry_budget = RetryBudget()
-        self._budget_folded = 0
         self.failures = 0
         self.last_failure: tuple[str, FailureClass, BaseException] | None = None
         self._last_error_type: str | None = None
         self._carried: tuple[int, float] = (0, 0.0)
         self.carrier: dict[str, str] = {}
         self.run_file: str | None = None
+        self.run_logger = logging.LoggerAdapter(logger, {"run_id": self.run_id})
         every_hook = [*config.hook_list(), *hooks, *global_hooks()]
         self._dispatch = Dispatcher(every_hook) if every_hook else Dispatcher.EMPTY
         self._clock = clock = current_clock()
@@ -238,45 +370,25 @@ class ReliabilityContext:
         self._mono0 = clock.monotonic()
         self._wall0 = clock.time()
         self._writer = RunFileWriter(config.trace_dir) if config.trace_dir is not None else None
-        self._eager = self._writer is not None
-        self._quiet = not self._eager and not self._dispatch
-        self._log_append = self.trace._log.append
+        self._rec: Recorder = (
+            LiveRecorder(self.trace, self._dispatch, self._writer)
+            if self._writer is not None or self._dispatch
+            else QuietRecorder(self.trace)
+        )
+        # Read once: a pydantic model's attributes cost more than a slot's on the hot path.
         self._budget = config.budget
-        self._budget_on = not config.budget.is_unlimited
+        self._limited = not config.budget.is_unlimited
+        self._timeouts = config.node_timeouts
         self._fallbacks = config.model_fallbacks
         self._classifiers = config.classifiers
-        self._timeouts = config.node_timeouts
         self._node_policies = config.node_policies
-        default = config.policy_map
-        most = 0
-        for policy in default.values():
-            most = max(most, policy.max_retries)
-        self._default_policy = (default, most + 1)
+        self._default_policy = (config.policy_map, _max_attempts(config.policy_map))
         self._policies: dict[str, tuple[dict[FailureClass, FailurePolicy], int]] = {}
         self._committed = 0
         self._last_node: str | None = None
         self._t0 = self._mono0
-        self._last_out: tuple[Any, str | dict[str, Any]] | None = None
-        self._last_decoded: tuple[str, dict[str, Any]] | None = None
-        self.last_output: Any = None  # run_chain: the last state a step produced (or its input)
-
-    @property
-    def retry_budget(self) -> RetryBudget:
-        """Attempts per (run, node) so far (counted from the trace when read)."""
-        budget = self._retry_budget
-        attempts = self.trace._attempts
-        for item in attempts[self._budget_folded :]:
-            if type(item) is tuple:
-                budget._counts[(item[1], item[0])] = item[2]
-            else:
-                budget._counts[(item.run_id, item.node_id)] = item.attempt
-        self._budget_folded = len(attempts)
-        return budget
-
-    @retry_budget.setter
-    def retry_budget(self, budget: RetryBudget) -> None:
-        self._retry_budget = budget
-        self._budget_folded = len(self.trace._attempts)
+        self._last_out: tuple[Any, State] | None = None
+        self.last_output: Any = None  # the last state a step produced (or its input)
 
     @classmethod
     def for_run(
@@ -288,52 +400,82 @@ class ReliabilityContext:
         """A fresh context for one run."""
         return cls(config, registry, checkpoint_manager)
 
-    # -- events -----------------------------------------------------------------------------
+    # -- the 0.3.2 fields --------------------------------------------------------------------
+
+    @property
+    def cost_tracker(self) -> CostTracker:
+        """Spend of this run (and carried from the runs it resumes)."""
+        return self.tracker
+
+    @property
+    def retry_budget(self) -> RetryBudget:
+        """Attempts per (run, node) so far, counted from the trace."""
+        budget = RetryBudget()
+        for event in self.trace.events:
+            budget.increment(event.run_id, event.node_id)
+        return budget
+
+    @property
+    def budget(self) -> ExecutionBudget:
+        """The run's token / cost / latency limits."""
+        return self.config.budget
+
+    @property
+    def policy_map(self) -> dict[FailureClass, FailurePolicy]:
+        """Retry policy per failure class (every node)."""
+        return self.config.policy_map
+
+    @property
+    def step_policies(self) -> dict[str, dict[FailureClass, FailurePolicy]]:
+        """Per-node overrides of :attr:`policy_map`."""
+        return self.config.node_policies
+
+    @property
+    def classifiers(self) -> list[Any]:
+        """Custom classifiers, asked first, in order."""
+        return self.config.classifiers
+
+    @property
+    def step_timeouts(self) -> dict[str, float]:
+        """Per-node timeouts in milliseconds."""
+        return self.config.node_timeouts
+
+    @property
+    def model_fallbacks(self) -> list[Any]:
+        """Model fallback policies."""
+        return self.config.model_fallbacks
+
+    @property
+    def hooks(self) -> Any:
+        """The run's hooks as configured (``RunConfig.hooks``)."""
+        return self.config.hooks
+
+    def build_result(self, status: RunStatus | str, final_state: BaseModel | None) -> ExecutionResult:
+        """An ExecutionResult from the current tracker and trace."""
+        return ExecutionResult(
+            run_id=self.run_id,
+            status=status if type(status) is RunStatus else RunStatus(status),
+            final_state=final_state,
+            trace=self.trace,
+            total_cost_usd=self.tracker.total_cost_usd,
+            total_tokens=self.tracker.total_tokens,
+            hook_errors=self._dispatch.errors,
+            header={"run_file": self.run_file} if self.run_file else {},
+        )
+
+    # -- events ------------------------------------------------------------------------------
 
     def _now(self) -> float:
         # Wall time derived from the monotonic clock: one clock read per event, and timestamps
         # that never go backwards within a run.
         return self._wall0 + (self._mono() - self._mono0)
 
-    def _emit(self, event: ev.LifecycleEvent) -> Awaitable[None] | None:
-        self._log_append(event)
-        if self._writer is not None:
-            self._writer.write(event)
-        return self._dispatch.emit(event)
-
-    def _ev(self, fields: dict[str, Any]) -> Awaitable[None] | None:
-        """Record an event (its fields, with ``type``); build the object only when a listener
-        needs it now."""
-        if self._quiet:
-            self._log_append(fields)
-            return None
-        cls = ev.EVENT_TYPES[fields["type"]]
-        if not self._eager and not self._dispatch.wants(cls):
-            self._log_append(fields)
-            return None
-        for key in ("input_state", "output_state"):
-            text = fields.get(key)
-            if type(text) is str:
-                fields[key] = self._decoded(text)
-        return self._emit(ev.build_event(cls, fields))
-
-    def _decoded(self, text: str) -> dict[str, Any]:
-        # A node's output is the next node's input: decode its JSON once for both events.
-        last = self._last_decoded
-        if last is not None and last[0] is text:
-            return last[1]
-        state = decode_state(text)
-        self._last_decoded = (text, state)
-        return state
+    def _wall(self, mono: float) -> float:
+        return self._wall0 + (mono - self._mono0)
 
     async def emit(self, event: ev.LifecycleEvent) -> None:
         """Publish ``event`` to the trace, the run file and every hook."""
-        pending = self._emit(event)
-        if pending is not None:
-            await pending
-
-    async def _aev(self, fields: dict[str, Any]) -> None:
-        pending = self._ev(fields)
+        pending = self._rec.emit(event)
         if pending is not None:
             await pending
 
@@ -342,7 +484,7 @@ class ReliabilityContext:
         """How many hook calls raised or timed out in this run."""
         return self._dispatch.errors
 
-    # -- run boundaries ---------------------------------------------------------------------
+    # -- run boundaries ----------------------------------------------------------------------
 
     def seed_progress(self, progress: RunProgress) -> None:
         """Continue from a stored progress record: spend (budgets hold across resumes) and the
@@ -363,83 +505,81 @@ class ReliabilityContext:
     ) -> None:
         """Publish RunStarted, open the run file and record the run's manifest."""
         self._t0 = t0 = self._mono()
-        ts = self._wall0 + (t0 - self._mono0)
+        ts = self._wall(t0)
         ids = tuple(pipeline)
         name = self.config.pipeline_name
-        fields = {
-            "type": "RunStarted",
-            "run_id": self.run_id,
-            "ts": ts,
-            "pipeline": ids,
-            "resumed_from": resumed_from,
-            "pipeline_name": name,
-        }
-        if parent_carrier:
-            fields["parent_carrier"] = dict(parent_carrier)
-        if self._quiet:  # nobody can fill the carrier: the event gets an empty one when built
-            self._log_append(fields)
-        else:
-            fields["carrier"] = self.carrier
-            started = materialize_event(fields)
-            assert isinstance(started, ev.RunStarted)
-            self.trace._record(started)
-            if self._dispatch:
-                pending = self._dispatch.emit(started)
-                if pending is not None:
-                    await pending
-            if self._writer is not None:  # after listeners: the header carries their trace context
-                self.run_file = str(self._writer.start(started))
-        manager = self.checkpoint_manager
-        if manager is not None and manager.save_inline is not None:
-            args = (self.run_id, ids, name, dict(self.carrier) if self.carrier else None, ts)
-            manager.save_inline(self.run_id, RUN_NODE, manifest_json, args, MANIFEST_REF)
-        elif manager is not None:
-            try:
-                await manager.save_manifest(
-                    RunManifest(
-                        run_id=self.run_id,
-                        pipeline=list(ids),
-                        pipeline_name=name,
-                        carrier=dict(self.carrier),
-                        started_at=ts,
-                    )
-                )
-            except StoreUnavailableError as exc:
-                # The first commit will surface the outage as a classified, retried failure.
-                logger.warning("run %s: could not record its manifest (%s)", self.run_id, exc)
-
-    async def finish_run(self, status: RunStatus, final_state: BaseModel | None) -> ExecutionResult:
-        """Publish RunFinished, record the final status with the run, close the run file."""
-        failed = self.last_failure if status in (RunStatus.FAILED, RunStatus.PARTIAL) else None
-        now = self._mono()
-        value = status.value
-        pending = self._ev(
-            {
-                "type": "RunFinished",
-                "run_id": self.run_id,
-                "ts": self._wall0 + (now - self._mono0),
-                "status": value,
-                "duration_ms": (now - self._t0) * 1000.0,
-                "total_tokens": self.tracker.total_tokens,
-                "total_cost_usd": self.tracker.total_cost_usd,
-                "failures": self.failures,
-                "error_type": self._last_error_type if failed else None,
-                "failed_node": failed[0] if failed else None,
-                "carried_tokens": self._carried[0],
-                "carried_cost_usd": self._carried[1],
-            }
+        started = ev.RunStarted(
+            run_id=self.run_id,
+            ts=ts,
+            pipeline=ids,
+            resumed_from=resumed_from,
+            pipeline_name=name,
+            carrier=self.carrier,
+            parent_carrier=dict(parent_carrier) if parent_carrier else {},
         )
+        self.trace.record(started)
+        pending = self._dispatch.emit(started)
         if pending is not None:
             await pending
+        if self._writer is not None:  # after listeners: the header carries their trace context
+            self.run_file = str(self._writer.start(started))
         manager = self.checkpoint_manager
-        if manager is not None and manager.save_inline is not None:
-            fields = self._progress_fields(value)
-            manager.save_inline(self.run_id, PROGRESS_NODE, progress_json, fields, PROGRESS_REF)
-        elif manager is not None:
-            try:
-                await manager.save_progress_json(self.run_id, self._progress_json(value))
-            except StoreUnavailableError as exc:
-                logger.warning("run %s: could not record its final status (%s)", self.run_id, exc)
+        if manager is None:
+            return
+        carrier = dict(self.carrier) if self.carrier else None
+        if manager.save_inline is not None:
+            manager.save_inline(
+                self.run_id, RUN_NODE, manifest_json, (self.run_id, ids, name, carrier, ts), MANIFEST_REF
+            )
+            return
+        try:
+            await manager.save_manifest(
+                RunManifest(
+                    run_id=self.run_id,
+                    pipeline=list(ids),
+                    pipeline_name=name,
+                    carrier=carrier or {},
+                    started_at=ts,
+                )
+            )
+        except StoreUnavailableError as exc:
+            # The first commit will surface the outage as a classified, retried failure.
+            logger.warning("run %s: could not record its manifest (%s)", self.run_id, exc)
+
+    async def _save_progress(self, status: str) -> None:
+        manager = self.checkpoint_manager
+        if manager is None:
+            return
+        if manager.save_inline is not None:
+            manager.save_inline(
+                self.run_id, PROGRESS_NODE, progress_json, self._progress_fields(status), PROGRESS_REF
+            )
+            return
+        try:
+            await manager.save_progress_json(self.run_id, progress_json(*self._progress_fields(status)))
+        except StoreUnavailableError as exc:
+            logger.warning("run %s: could not record its progress (%s)", self.run_id, exc)
+
+    async def finish_run(self, status: RunStatus, final_state: BaseModel | None) -> ExecutionResult:
+        """Record the final status with the run, publish RunFinished, close the run file."""
+        failed = self.last_failure if status in (RunStatus.FAILED, RunStatus.PARTIAL) else None
+        await self._save_progress(status.value)  # inside the run: before RunFinished closes it
+        now = self._mono()
+        await self.emit(
+            ev.RunFinished(
+                run_id=self.run_id,
+                ts=self._wall(now),
+                status=status.value,
+                duration_ms=(now - self._t0) * 1000.0,
+                total_tokens=self.tracker.total_tokens,
+                total_cost_usd=self.tracker.total_cost_usd,
+                failures=self.failures,
+                error_type=self._last_error_type if failed else None,
+                failed_node=failed[0] if failed else None,
+                carried_tokens=self._carried[0],
+                carried_cost_usd=self._carried[1],
+            )
+        )
         if self._writer is not None:
             self._writer.close()
         return self.build_result(status, final_state)
@@ -451,7 +591,8 @@ class ReliabilityContext:
         Synchronous on purpose: it runs while a cancellation unwinds, in the run's own task, where
         async hooks cannot be awaited (their coroutines are closed unrun).
         """
-        pending = self._emit(
+        self._rec.flush()
+        pending = self._rec.emit(
             ev.RunFinished(
                 run_id=self.run_id,
                 ts=self._now(),
@@ -468,22 +609,9 @@ class ReliabilityContext:
         if self._writer is not None:
             self._writer.close()
 
-    def build_result(self, status: RunStatus | str, final_state: BaseModel | None) -> ExecutionResult:
-        """An ExecutionResult from the current tracker and trace."""
-        return ExecutionResult(
-            run_id=self.run_id,
-            status=status if type(status) is RunStatus else RunStatus(status),
-            final_state=final_state,
-            trace=self.trace,
-            total_cost_usd=self.tracker.total_cost_usd,
-            total_tokens=self.tracker.total_tokens,
-            hook_errors=self._dispatch.errors,
-            header={"run_file": self.run_file} if self.run_file else {},
-        )
-
-    def _progress_fields(self, status: str) -> tuple[Any, ...]:
-        # The progress record written with every committed node, as the arguments of
-        # progress_json (the in-process store keeps them as they are).
+    def _progress_fields(self, status: str, mono: float | None = None) -> tuple[Any, ...]:
+        # The progress record, as the arguments of progress_json (the in-process store keeps
+        # them as they are and renders the JSON when read). ``mono``: when it is written.
         tracker = self.tracker
         return (
             self.run_id,
@@ -493,34 +621,30 @@ class ReliabilityContext:
             tracker.total_tokens,
             tracker.total_cost_usd,
             tracker.total_latency_ms,
-            self._now(),
+            self._now() if mono is None else self._wall(mono),
         )
 
-    def _progress_json(self, status: str) -> str:
-        return progress_json(*self._progress_fields(status))
-
-    # -- budgets ----------------------------------------------------------------------------
+    # -- budgets and policies ------------------------------------------------------------------
 
     async def _check_budget(self, node_id: str, *, only_denials: bool = False) -> None:
         """Publish one BudgetChecked per limited dimension; raise BudgetExceeded on the first
-        dimension over its limit. ``only_denials`` (the check before a node starts, for spend
-        carried over from earlier runs) publishes nothing while every dimension is within limits."""
+        dimension over its limit. ``only_denials`` publishes nothing while every dimension is
+        within its limit (the check before a node starts, for spend carried over)."""
         exceeded: BudgetExceeded | None = None
         for dimension, limit, used in self.tracker.budget_status(self._budget):
             over = used > limit
             if only_denials and not over:
                 continue
-            await self._aev(
-                {
-                    "type": "BudgetChecked",
-                    "run_id": self.run_id,
-                    "ts": self._now(),
-                    "node_id": node_id,
-                    "dimension": dimension,
-                    "limit": float(limit),
-                    "used": float(used),
-                    "decision": "deny" if over else "allow",
-                },
+            await self.emit(
+                ev.BudgetChecked(
+                    run_id=self.run_id,
+                    ts=self._now(),
+                    node_id=node_id,
+                    dimension=dimension,
+                    limit=float(limit),
+                    used=float(used),
+                    decision="deny" if over else "allow",
+                )
             )
             if over and exceeded is None:
                 exceeded = BudgetExceeded(dimension, limit, used, node_id)
@@ -533,14 +657,48 @@ class ReliabilityContext:
         cached = self._policies.get(node_id)
         if cached is None:
             policies = self.config.policy_for(node_id)
-            most = max((p.max_retries for p in policies.values()), default=0)
-            cached = (policies, most + 1)
-            self._policies[node_id] = cached
+            cached = self._policies[node_id] = (policies, _max_attempts(policies))
         return cached
 
-    # -- the step ---------------------------------------------------------------------------
+    async def _model_for(self, step_id: str, ctx: Any, declared: str | None) -> tuple[str | None, bool]:
+        """The model this attempt should use and whether a fallback chose it (published as
+        BudgetChecked "fallback" and ModelFallback); sets or clears ``ctx["_stroma_model"]``."""
+        fallbacks = self._fallbacks
+        start = declared if declared is not None else fallbacks[0].preferred_model
+        hint = resolve_model_hint(start, self.tracker, self._budget, fallbacks)
+        if hint.fallback_from is None or hint.model is None:
+            if isinstance(ctx, dict):
+                ctx.pop(MODEL_KEY, None)
+            return declared, False
+        if isinstance(ctx, dict):
+            ctx[MODEL_KEY] = hint.model
+        now = self._now()
+        await self.emit(
+            ev.BudgetChecked(
+                run_id=self.run_id,
+                ts=now,
+                node_id=step_id,
+                dimension="cost",
+                limit=float(self._budget.max_cost_usd or 0.0),
+                used=float(self.tracker.total_cost_usd),
+                decision="fallback",
+            )
+        )
+        await self.emit(
+            ev.ModelFallback(
+                run_id=self.run_id,
+                ts=now,
+                node_id=step_id,
+                from_model=hint.fallback_from,
+                to_model=hint.model,
+                spend_fraction=hint.spend_fraction,
+            )
+        )
+        return hint.model, True
 
-    def _input_state(self, input_state: Any) -> str | dict[str, Any]:
+    # -- the step ----------------------------------------------------------------------------
+
+    def _input_state(self, input_state: Any) -> State:
         # A state is recorded as the JSON text already written for the previous checkpoint.
         last = self._last_out
         if last is not None and last[0] is input_state:
@@ -554,7 +712,7 @@ class ReliabilityContext:
             return dict(input_state)
         return {"value": input_state}
 
-    async def execute_step(
+    async def run_step(
         self,
         step_id: str,
         func: Callable[..., Any],
@@ -562,536 +720,315 @@ class ReliabilityContext:
         ctx: Any = None,
         *,
         contract: NodeContract | None = None,
-        first_failure: FirstFailure | None = None,
     ) -> BaseModel:
-        """Run one step with validation, retries, cost, budget, fallback, checkpoint and trace.
+        """Run one node with validation, retries, cost, budget, fallback, checkpoint and trace.
 
         Returns the validated output (an instance of ``contract.output_schema``, or an
         :class:`~stroma.contracts.UntypedState` without a contract). On final failure re-raises
-        the step's last exception; ``last_failure`` holds (step, class, exception).
-
-        ``first_failure`` (from :meth:`run_chain`'s fast path) is the outcome of a first attempt
-        that already ran and failed: it is published and handled as attempt 1.
+        the node's last exception; ``last_failure`` holds (node, class, exception).
         """
-        first = first_failure
-        run_id = self.run_id
-        mono = self._mono
-        wall0 = self._wall0 - self._mono0
-        policies, max_attempts = self._policy(step_id)
         if ctx is None:
-            ctx = self.config.context
-        ctx_is_dict = isinstance(ctx, dict)
-        node_t0 = mono() if first is None else first.node_t0
-        pending = self._ev(
-            {
-                "type": "NodeStarted",
-                "run_id": run_id,
-                "ts": wall0 + node_t0,
-                "node_id": step_id,
-                "max_attempts": max_attempts,
-            },
-        )
-        if pending is not None:
-            await pending
-
-        if self._budget_on:
-            try:
-                await self._check_budget(step_id, only_denials=True)  # spend from earlier runs
-            except BudgetExceeded as exc:
-                await self._node_failed(step_id, 0, node_t0, FailureClass.RECOVERABLE, exc)
-                raise
-
+            ctx = self.context
+        policies, max_attempts = self._policy(step_id)
+        node_t0 = self._mono()
+        if self._limited:
+            await self._deny_carried_spend(step_id, node_t0, max_attempts)
         in_state = self._input_state(input_state)
-        is_group = getattr(func, "_stroma_children", None) is not None
-        with_ctx = getattr(func, "_stroma_takes_ctx", None)
-        if with_ctx is None:
-            with_ctx = takes_context(func)
-        timeout_ms = self._timeouts.get(step_id) if self._timeouts else None
-        declared_model = ctx.get("model") if ctx_is_dict else None
-        if not isinstance(declared_model, str):
-            declared_model = None
-        manager = self.checkpoint_manager
-        attempt = 0
+        attempt = 1
         while True:
-            attempt += 1
-            model = declared_model
-            fallback_from: str | None = None
-            if declared_model is not None and self._fallbacks:
-                hint = resolve_model_hint(declared_model, self.tracker, self._budget, self._fallbacks)
-                model, fallback_from = hint.model, hint.fallback_from
-                if fallback_from is not None and model is not None:
-                    now = self._now()
-                    await self._aev(
-                        {
-                            "type": "BudgetChecked",
-                            "run_id": run_id,
-                            "ts": now,
-                            "node_id": step_id,
-                            "dimension": "cost",
-                            "limit": float(self._budget.max_cost_usd or 0.0),
-                            "used": float(self.tracker.total_cost_usd),
-                            "decision": "fallback",
-                        },
-                    )
-                    await self._aev(
-                        {
-                            "type": "ModelFallback",
-                            "run_id": run_id,
-                            "ts": now,
-                            "node_id": step_id,
-                            "from_model": fallback_from,
-                            "to_model": model,
-                            "spend_fraction": hint.spend_fraction,
-                        },
-                    )
-            key = f"{run_id}:{step_id}:{attempt}"
-            if ctx_is_dict:
-                ctx[IDEMPOTENCY_KEY] = key
-                if model is not None:
-                    ctx[MODEL_KEY] = model
-            t0 = mono() if first is None else first.t0
-            started_ts = wall0 + t0
-            pending = self._ev(
-                {
-                    "type": "AttemptStarted",
-                    "run_id": run_id,
-                    "ts": started_ts,
-                    "node_id": step_id,
-                    "attempt": attempt,
-                    "max_attempts": max_attempts,
-                    "input_state": in_state,
-                    "model": model,
-                    "idempotency_key": key,
-                },
-            )
-            if pending is not None:
-                await pending
-
-            in_tokens = out_tokens = tokens = 0
-            cost = 0.0
-            used_model: str | None = model
-            recorded = False
-            timed_out = False
-            failure: Exception | None = None
-            output: BaseModel | None = None
-            payload = ""
-            duration_ms = 0.0
-            if first is not None:
-                failure = first.error
-                in_tokens, out_tokens, tokens = first.input_tokens, first.output_tokens, first.tokens
-                cost, used_model = first.cost_usd, first.model
-                first = None
-            else:
-                try:
-                    state_in = (
-                        validate_boundary(contract, "input", input_state)
-                        if contract is not None
-                        else input_state
-                    )
-                    raw: Any
-                    if is_group:
-                        raw = await self._run_group(func, state_in, ctx, step_id, attempt)
-                    elif timeout_ms is None:
-                        raw = func(state_in, ctx) if with_ctx else func(state_in)
-                        if type(raw) is _coroutine or inspect.isawaitable(raw):
-                            raw = await raw
-                    else:
-                        try:
-                            async with asyncio.timeout(timeout_ms / 1000.0):
-                                raw = await _call(func, state_in, ctx, with_ctx)
-                        except TimeoutError:
-                            timed_out = True
-                            raise
-                    if type(raw) is dict:
-                        out_raw: Any = raw
-                    else:
-                        out_raw, in_tokens, out_tokens, returned_model, tokens = split_output(raw, step_id)
-                        if fallback_from is None and returned_model is not None:
-                            used_model = returned_model
-                        if used_model is not None:
-                            cost = estimate_cost_usd(used_model, in_tokens, out_tokens)
-                    if contract is not None:
-                        output = validate_boundary(contract, "output", out_raw)
-                    elif isinstance(out_raw, BaseModel):
-                        output = out_raw
-                    else:
-                        output = UntypedState.model_validate(out_raw)
-                    payload = output.model_dump_json()
-                    done = mono()
-                    duration_ms = (done - t0) * 1000.0
-                    self.tracker.add(step_id, tokens, cost, duration_ms, used_model, out_tokens)
-                    recorded = True
-                    if self._budget_on:
-                        await self._check_budget(step_id)
-                    if manager is not None:
-                        previous_last = self._last_node
-                        self._committed += 1
-                        self._last_node = step_id
-                        try:
-                            if manager.commit_inline is not None:
-                                manager.commit_inline(
-                                    run_id,
-                                    step_id,
-                                    payload,
-                                    schema_ref(type(output)),
-                                    self._progress_fields("running"),
-                                )
-                            else:
-                                await manager.commit_json(
-                                    run_id,
-                                    step_id,
-                                    output,
-                                    payload,
-                                    schema_ref(type(output)),
-                                    self._progress_json("running"),
-                                )
-                        except BaseException:
-                            self._committed -= 1
-                            self._last_node = previous_last
-                            raise
-                        saved = mono()
-                        pending = self._ev(
-                            {
-                                "type": "CheckpointSaved",
-                                "run_id": run_id,
-                                "ts": wall0 + saved,
-                                "node_id": step_id,
-                                "store": manager.kind,
-                                "size_bytes": len(payload),
-                                "duration_ms": (saved - done) * 1000.0,
-                            },
-                        )
-                        if pending is not None:
-                            await pending
-                except Exception as exc:
-                    failure = exc
-
-            if failure is None and output is not None:
-                out_state = payload
-                self._last_out = (output, payload)
-                end = mono()
-                pending = self._ev(
-                    {
-                        "type": "AttemptSucceeded",
-                        "run_id": run_id,
-                        "ts": wall0 + end,
-                        "node_id": step_id,
-                        "attempt": attempt,
-                        "duration_ms": duration_ms,
-                        "output_state": out_state,
-                        "tokens": tokens,
-                        "input_tokens": in_tokens,
-                        "output_tokens": out_tokens,
-                        "cost_usd": cost,
-                        "model": used_model,
-                    },
+            try:
+                output = await self._attempt(
+                    step_id, func, input_state, in_state, ctx, contract, attempt, max_attempts, node_t0
                 )
-                if pending is not None:
-                    await pending
-                self.trace._record_attempt(
-                    (step_id, run_id, attempt, started_ts, in_state, out_state, duration_ms, None, None)
-                )
-                pending = self._ev(
-                    {
-                        "type": "NodeFinished",
-                        "run_id": run_id,
-                        "ts": wall0 + end,
-                        "node_id": step_id,
-                        "outcome": "succeeded",
-                        "attempts": attempt,
-                        "duration_ms": (end - node_t0) * 1000.0,
-                    },
-                )
-                if pending is not None:
-                    await pending
-                return output
-
-            assert failure is not None
-            err = failure
-            duration_ms = (mono() - t0) * 1000.0
-            if not recorded:
-                self.tracker.add(step_id, tokens, cost, duration_ms, used_model, out_tokens)
-            self.failures += 1
-            failure_class, decided_by = classify_with_reason(
-                err, NodeContext(step_id, attempt, run_id), self._classifiers
-            )
-            etype = "timeout" if timed_out else error_type(err)
-            message = str(err) or etype
-            now = self._now()
-            if isinstance(err, ContractViolation):
-                await self._aev(
-                    {
-                        "type": "ContractViolated",
-                        "run_id": run_id,
-                        "ts": now,
-                        "node_id": err.node_id,
-                        "attempt": attempt,
-                        "direction": err.direction,
-                        "field_paths": err.field_paths,
-                        "error_count": len(err.errors),
-                        "errors": tuple(
-                            (path, str(e.get("msg", "")))
-                            for path, e in zip(err.field_paths, err.errors, strict=True)
-                        ),
-                    },
-                )
-            await self._aev(
-                {
-                    "type": "FailureClassified",
-                    "run_id": run_id,
-                    "ts": now,
-                    "node_id": step_id,
-                    "attempt": attempt,
-                    "failure_class": failure_class.value,
-                    "decided_by": decided_by,
-                    "error_type": etype,
-                },
-            )
-            await self._aev(
-                {
-                    "type": "AttemptFailed",
-                    "run_id": run_id,
-                    "ts": now,
-                    "node_id": step_id,
-                    "attempt": attempt,
-                    "duration_ms": duration_ms,
-                    "error_type": etype,
-                    "message": message,
-                    "failure_class": failure_class.value,
-                    "tokens": tokens,
-                    "input_tokens": in_tokens,
-                    "output_tokens": out_tokens,
-                    "cost_usd": cost,
-                    "model": used_model,
-                    "exception": err,
-                },
-            )
-            self.trace._record_attempt(
-                (
-                    step_id,
-                    run_id,
-                    attempt,
-                    started_ts,
-                    in_state,
-                    None,
-                    duration_ms,
-                    failure_class.value,
-                    message,
-                )
-            )
-            if logger.isEnabledFor(logging.INFO):
-                logger.info(
-                    "run %s: node %s attempt %d failed: %s (%s, decided by %s)",
-                    run_id,
-                    step_id,
-                    attempt,
-                    etype,
-                    failure_class.value,
-                    decided_by,
-                )
-            policy = policies.get(failure_class)
-            budget_stop = isinstance(err, BudgetExceeded)
-            if not budget_stop and policy is not None and attempt <= policy.max_retries:
-                delay = backoff_delay(attempt, policy, jitter_rng())
-                await self._aev(
-                    {
-                        "type": "RetryScheduled",
-                        "run_id": run_id,
-                        "ts": self._now(),
-                        "node_id": step_id,
-                        "attempt": attempt,
-                        "delay_s": delay,
-                        "error_type": etype,
-                        "failure_class": failure_class.value,
-                    },
-                )
+            except _AttemptFailed as failed:
+                delay = await self._decide(failed, policies, node_t0)
                 if delay > 0:
                     await self._clock.sleep(delay)
+                attempt += 1
                 continue
-            if not budget_stop:
-                await self._aev(
-                    {
-                        "type": "RetriesExhausted",
-                        "run_id": run_id,
-                        "ts": self._now(),
-                        "node_id": step_id,
-                        "attempts": attempt,
-                        "failure_class": failure_class.value,
-                        "max_retries": policy.max_retries if policy else 0,
-                        "backoff_seconds": policy.backoff_seconds if policy else 0.0,
-                    },
+            self.last_output = output
+            return output
+
+    async def _deny_carried_spend(self, step_id: str, node_t0: float, max_attempts: int) -> None:
+        """Before a node starts: a budget already spent (by earlier runs) stops the run here."""
+        try:
+            await self._check_budget(step_id, only_denials=True)
+        except BudgetExceeded as exc:
+            await self.emit(
+                ev.NodeStarted(
+                    run_id=self.run_id, ts=self._wall(node_t0), node_id=step_id, max_attempts=max_attempts
                 )
-            await self._node_failed(step_id, attempt, node_t0, failure_class, err, etype)
-            raise err
+            )
+            await self._node_failed(step_id, 0, node_t0, FailureClass.RECOVERABLE, exc)
+            raise
 
-    async def run_chain(self, steps: Sequence[Step], state: Any, ctx: Any = None) -> Any:
-        """Run ``steps`` (node id, function, contract) in order from ``state``; return the last
-        output. Raises the exception of a step that failed for good (``last_failure`` says which).
-
-        A run nobody watches live (no hooks, no run file, no budget, an in-process store or none)
-        takes a fast path: a node that succeeds on its first attempt is recorded as one compact
-        record, and its events are built when the trace is read. A node that fails, or needs a
-        timeout, a declared model or a group, goes through :meth:`execute_step`.
-        """
-        if ctx is None:
-            ctx = self.config.context
-        manager = self.checkpoint_manager
-        commit = manager.commit_inline if manager is not None else None
-        self.last_output = state
-        if not self._quiet or self._budget_on or (manager is not None and commit is None):
-            for step_id, func, contract in steps:
-                state = await self.execute_step(step_id, func, state, ctx, contract=contract)
-                self.last_output = state
-            return state
-        run_id = self.run_id
+    async def _attempt(
+        self,
+        step_id: str,
+        func: Callable[..., Any],
+        input_state: Any,
+        in_state: State,
+        ctx: Any,
+        contract: NodeContract | None,
+        attempt: int,
+        max_attempts: int,
+        node_t0: float,
+    ) -> BaseModel:
+        """One attempt: call, usage, output contract, budget, commit. Raises _AttemptFailed."""
+        model = ctx.get("model") if type(ctx) is dict else None  # the model the node declares
+        if not isinstance(model, str):
+            model = None
+        fell_back = False
+        if self._fallbacks:
+            model, fell_back = await self._model_for(step_id, ctx, model)
+        key = f"{self.run_id}:{step_id}"
+        if type(ctx) is dict:
+            ctx[IDEMPOTENCY_KEY] = key
+            ctx[ATTEMPT_KEY] = attempt
         mono = self._mono
-        wall0 = self._wall0 - self._mono0
-        ctx_is_dict = isinstance(ctx, dict)
-        timeouts = self._timeouts
-        record = self._log_append
-        record_attempt = self.trace._attempts.append
-        tracker = self.tracker
-        later_ids = tracker._later_ids.append
-        later_ms = tracker._later_ms.append
-        kind = manager.kind if manager is not None else None
-        default_attempts = self._default_policy[1]
-        node_policies = self._node_policies
-        refs = _schemas._ref_of
-        in_state = self._input_state(state)
-        for step_id, func, contract in steps:
-            if (
-                (timeouts and step_id in timeouts)
-                or getattr(func, "_stroma_children", None) is not None
-                or (ctx_is_dict and "model" in ctx and isinstance(ctx["model"], str))
-            ):
-                self._last_out = (state, in_state)
-                self.last_output = state
-                state = await self.execute_step(step_id, func, state, ctx, contract=contract)
-                in_state = self._last_out[1]
-                continue
+        t0 = mono()
+        offset = self._wall0 - self._mono0
+        rec = AttemptRecord(
+            node_id=step_id,
+            run_id=self.run_id,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            started=offset + t0,
+            input_state=in_state,
+            model=model,
+            idempotency_key=key,
+            node_t0=offset + node_t0,
+        )
+        pending = self._rec.begin(rec)
+        if pending is not None:
+            await pending
+            t0 = mono()  # hook time is never charged to the node
+        timed_out = recorded = False
+        try:
+            if contract is not None and type(input_state) is not contract.input_schema:
+                input_state = validate_boundary(contract, "input", input_state)
             with_ctx = getattr(func, "_stroma_takes_ctx", None)
             if with_ctx is None:
                 with_ctx = takes_context(func)
-            max_attempts = default_attempts if step_id not in node_policies else self._policy(step_id)[1]
-            key = f"{run_id}:{step_id}:1"
-            if ctx_is_dict:
-                ctx[IDEMPOTENCY_KEY] = key
-            in_tokens = out_tokens = tokens = 0
-            cost = 0.0
-            model: str | None = None
-            t0 = mono()
-            try:
-                if contract is None or type(state) is contract.input_schema:
-                    state_in = state
-                else:
-                    state_in = validate_boundary(contract, "input", state)
-                raw = func(state_in, ctx) if with_ctx else func(state_in)
+            if getattr(func, "_stroma_children", None) is not None:
+                raw: Any = await self._run_group(func, input_state, ctx, step_id, rec)
+            elif not self._timeouts or step_id not in self._timeouts:
+                raw = func(input_state, ctx) if with_ctx else func(input_state)
                 if type(raw) is _coroutine or inspect.isawaitable(raw):
                     raw = await raw
-                if type(raw) is not dict:
-                    raw, in_tokens, out_tokens, model, tokens = split_output(raw, step_id)
-                    if model is not None:
-                        cost = estimate_cost_usd(model, in_tokens, out_tokens)
-                if contract is None:
-                    output = raw if isinstance(raw, BaseModel) else UntypedState.model_validate(raw)
-                elif type(raw) is dict:
-                    try:  # model_validate without its wrapper
-                        output = contract.output_schema.__pydantic_validator__.validate_python(raw)
-                    except ValidationError:
-                        output = validate_boundary(contract, "output", raw)  # raises ContractViolation
-                else:
-                    output = validate_boundary(contract, "output", raw)
-                payload = type(output).__pydantic_serializer__.to_json(output).decode()
-            except Exception as exc:
-                self._last_out = (state, in_state)
-                self.last_output = state
-                state = await self.execute_step(
-                    step_id,
-                    func,
-                    state,
-                    ctx,
-                    contract=contract,
-                    first_failure=FirstFailure(exc, t0, t0, in_tokens, out_tokens, tokens, cost, model),
-                )
-                in_state = self._last_out[1]
-                continue
-            except BaseException:  # cancelled mid-attempt: the node did start
-                self._started(step_id, t0, max_attempts, in_state, key)
-                raise
+            else:
+                try:
+                    async with asyncio.timeout(self._timeouts[step_id] / 1000.0):
+                        raw = await _call(func, input_state, ctx, with_ctx)
+                except TimeoutError:
+                    timed_out = True
+                    raise
+            if type(raw) is not dict:
+                raw, rec.input_tokens, rec.output_tokens, returned = split_output(raw, step_id)
+                rec.tokens = rec.input_tokens + rec.output_tokens
+                rec.used_model = model if fell_back or returned is None else returned
+                if rec.used_model is not None:
+                    rec.cost_usd = estimate_cost_usd(rec.used_model, rec.input_tokens, rec.output_tokens)
+            output = _validated_output(contract, raw)
+            payload = type(output).__pydantic_serializer__.to_json(output).decode()
             done = mono()
-            duration_ms = (done - t0) * 1000.0
-            if tokens or cost or model is not None:
-                tracker.add(step_id, tokens, cost, duration_ms, model, out_tokens)
-            else:  # a node that used nothing but time: its node total is added when read
-                tracker.total_latency_ms += duration_ms
-                later_ids(step_id)
-                later_ms(duration_ms)
-            if commit is not None:
-                self._committed += 1
-                self._last_node = step_id
-                commit(
-                    run_id,
-                    step_id,
-                    payload,
-                    refs.get(type(output)) or schema_ref(type(output)),
-                    (
-                        run_id,
-                        step_id,
-                        self._committed,
-                        "running",
-                        tracker.total_tokens,
-                        tracker.total_cost_usd,
-                        tracker.total_latency_ms,
-                        wall0 + done,
+            rec.duration_ms = (done - t0) * 1000.0
+            self.tracker.add(
+                step_id, rec.tokens, rec.cost_usd, rec.duration_ms, rec.used_model, rec.output_tokens
+            )
+            recorded = True
+            if self._limited:
+                await self._check_budget(step_id)
+            pending = self._commit(rec, output, payload, done)
+            if pending is not None:
+                await pending
+            rec.output_state = payload
+        except Exception as exc:
+            if not recorded:
+                rec.duration_ms = (mono() - t0) * 1000.0
+            raise _AttemptFailed(rec, exc, "timeout" if timed_out else error_type(exc), recorded) from exc
+        except BaseException:  # cancelled mid-attempt: the attempt did start
+            self._rec.flush()
+            raise
+        rec.ended = offset + mono()
+        self._last_out = (output, payload)
+        pending = self._rec.succeed(rec)
+        if pending is not None:
+            await pending
+        return output
+
+    def _commit(
+        self, rec: AttemptRecord, output: BaseModel, payload: str, done: float
+    ) -> Awaitable[None] | None:
+        """Commit the node's output and the run's progress together (one store transaction).
+        The in-process store commits at once; a returned awaitable finishes the commit."""
+        manager = self.checkpoint_manager
+        if manager is None:
+            return None
+        previous = self._last_node
+        self._committed += 1
+        self._last_node = rec.node_id
+        ref = schema_ref(type(output))
+        if manager.commit_inline is None:
+            return self._commit_to_store(manager, rec, output, payload, ref, done, previous)
+        try:
+            manager.commit_inline(
+                self.run_id, rec.node_id, payload, ref, self._progress_fields("running", done)
+            )
+        except BaseException:
+            self._committed -= 1
+            self._last_node = previous
+            raise
+        self._saved(rec, manager, done)
+        return None
+
+    async def _commit_to_store(
+        self,
+        manager: CheckpointManager,
+        rec: AttemptRecord,
+        output: BaseModel,
+        payload: str,
+        ref: str,
+        done: float,
+        previous: str | None,
+    ) -> None:
+        try:
+            progress = progress_json(*self._progress_fields("running", done))
+            await manager.commit_json(self.run_id, rec.node_id, output, payload, ref, progress)
+        except BaseException:
+            self._committed -= 1
+            self._last_node = previous
+            raise
+        self._saved(rec, manager, done)
+
+    def _saved(self, rec: AttemptRecord, manager: CheckpointManager, done: float) -> None:
+        saved = self._mono()
+        rec.store = manager.kind
+        rec.saved = self._wall(saved)
+        rec.checkpoint_ms = (saved - done) * 1000.0
+
+    async def _decide(
+        self, failed: _AttemptFailed, policies: dict[FailureClass, FailurePolicy], node_t0: float
+    ) -> float:
+        """Classify a failed attempt, publish it, and return the backoff before the next attempt;
+        raise the node's error when it may not be retried."""
+        rec, err, etype = failed.record, failed.error, failed.error_type
+        step_id, attempt = rec.node_id, rec.attempt
+        if not failed.recorded:
+            self.tracker.add(
+                step_id, rec.tokens, rec.cost_usd, rec.duration_ms, rec.used_model, rec.output_tokens
+            )
+        self.failures += 1
+        failure_class, decided_by = classify_with_reason(
+            err, NodeContext(step_id, attempt, self.run_id), self._classifiers
+        )
+        message = str(err) or etype
+        rec.failure, rec.message = failure_class.value, message
+        rec.ended = now = self._now()
+        self._rec.fail(rec)
+        if isinstance(err, ContractViolation):
+            await self.emit(
+                ev.ContractViolated(
+                    run_id=self.run_id,
+                    ts=now,
+                    node_id=err.node_id,
+                    attempt=attempt,
+                    direction=err.direction,
+                    field_paths=tuple(err.field_paths),
+                    error_count=len(err.errors),
+                    errors=tuple(
+                        (path, str(e.get("msg", "")))
+                        for path, e in zip(err.field_paths, err.errors, strict=True)
                     ),
                 )
-            end = mono()
-            item = (
-                step_id,
-                run_id,
-                1,
-                wall0 + t0,
-                in_state,
-                payload,
-                duration_ms,
-                None,
-                None,
-                (end - t0) * 1000.0,
-                max_attempts,
-                key,
-                kind,
-                wall0 + end,
-                (end - done) * 1000.0,
-                wall0 + end,
-                tokens,
-                in_tokens,
-                out_tokens,
-                cost,
-                model,
             )
-            record(item)
-            record_attempt(item)
-            state = output
-            in_state = payload
-        self._last_out = (state, in_state)
-        self.last_output = state
-        return state
-
-    def _started(self, step_id: str, t0: float, max_attempts: int, in_state: Any, key: str) -> None:
-        # The fast path's node start, published when its attempt is cut short by a cancellation.
-        ts = self._wall0 - self._mono0 + t0
-        common = {"run_id": self.run_id, "ts": ts, "node_id": step_id, "max_attempts": max_attempts}
-        self._log_append({"type": "NodeStarted", **common})
-        self._log_append(
-            {
-                "type": "AttemptStarted",
-                **common,
-                "attempt": 1,
-                "input_state": in_state,
-                "model": None,
-                "idempotency_key": key,
-            }
+        await self.emit(
+            ev.FailureClassified(
+                run_id=self.run_id,
+                ts=now,
+                node_id=step_id,
+                attempt=attempt,
+                failure_class=failure_class.value,
+                decided_by=decided_by,
+                error_type=etype,
+            )
         )
+        await self.emit(
+            ev.AttemptFailed(
+                run_id=self.run_id,
+                ts=now,
+                node_id=step_id,
+                attempt=attempt,
+                duration_ms=rec.duration_ms,
+                error_type=etype,
+                message=message,
+                failure_class=failure_class.value,
+                tokens=rec.tokens,
+                input_tokens=rec.input_tokens,
+                output_tokens=rec.output_tokens,
+                cost_usd=rec.cost_usd,
+                model=rec.used_model,
+                exception=err,
+            )
+        )
+        self.run_logger.info(
+            "run %s: node %s attempt %d failed: %s (%s, decided by %s)",
+            self.run_id,
+            step_id,
+            attempt,
+            etype,
+            failure_class.value,
+            decided_by,
+        )
+        policy = policies.get(failure_class)
+        budget_stop = isinstance(err, BudgetExceeded)
+        if not budget_stop and (rec.tokens or rec.cost_usd):
+            await self._save_progress("running")  # spend of failed attempts holds across resumes
+        if not budget_stop and self._limited and may_retry(attempt, policy):
+            try:
+                await self._check_budget(step_id)  # a retry would spend more
+            except BudgetExceeded as exc:
+                err, etype, budget_stop = exc, error_type(exc), True
+                failure_class = FailureClass.RECOVERABLE
+        if not budget_stop and may_retry(attempt, policy):
+            assert policy is not None
+            delay = backoff_delay(attempt, policy, jitter_rng())
+            if not math.isfinite(delay) or delay < 0:
+                delay = 0.0
+            await self.emit(
+                ev.RetryScheduled(
+                    run_id=self.run_id,
+                    ts=self._now(),
+                    node_id=step_id,
+                    attempt=attempt,
+                    delay_s=delay,
+                    error_type=etype,
+                    failure_class=failure_class.value,
+                )
+            )
+            return delay
+        if not budget_stop:
+            await self.emit(
+                ev.RetriesExhausted(
+                    run_id=self.run_id,
+                    ts=self._now(),
+                    node_id=step_id,
+                    attempts=attempt,
+                    failure_class=failure_class.value,
+                    max_retries=policy.max_retries if policy else 0,
+                    backoff_seconds=policy.backoff_seconds if policy else 0.0,
+                )
+            )
+        await self._node_failed(step_id, attempt, node_t0, failure_class, err, etype)
+        raise err
+
+    async def run_chain(self, steps: Sequence[Step], state: Any, ctx: Any = None) -> Any:
+        """Run ``steps`` (node id, function, contract) in order from ``state``; return the last
+        output. Raises the exception of a step that failed for good (``last_failure`` says which)."""
+        self.last_output = state
+        for step_id, func, contract in steps:
+            state = await self.run_step(step_id, func, state, ctx, contract=contract)
+        return state
 
     async def _node_failed(
         self,
@@ -1105,18 +1042,17 @@ class ReliabilityContext:
         etype = etype or error_type(exc)
         self.last_failure = (step_id, failure_class, exc)
         self._last_error_type = etype
-        await self._aev(
-            {
-                "type": "NodeFinished",
-                "run_id": self.run_id,
-                "ts": self._now(),
-                "node_id": step_id,
-                "outcome": "failed",
-                "attempts": attempts,
-                "duration_ms": (self._mono() - node_t0) * 1000.0,
-                "failure_class": failure_class.value,
-                "error_type": etype,
-            },
+        await self.emit(
+            ev.NodeFinished(
+                run_id=self.run_id,
+                ts=self._now(),
+                node_id=step_id,
+                outcome="failed",
+                attempts=attempts,
+                duration_ms=(self._mono() - node_t0) * 1000.0,
+                failure_class=failure_class.value,
+                error_type=etype,
+            )
         )
 
     async def restore(self, node_id: str, output: BaseModel | None, size: int, duration_ms: float) -> None:
@@ -1137,43 +1073,88 @@ class ReliabilityContext:
             self._last_out = (output, out_dict or {})
         await self.emit(ev.NodeRestored(run_id=self.run_id, ts=now, node_id=node_id, output_state=out_dict))
 
-    # -- parallel groups --------------------------------------------------------------------
+    # -- parallel groups ---------------------------------------------------------------------
 
     async def _run_group(
-        self, group: Callable[..., Any], state: Any, ctx: Any, group_id: str, attempt: int
+        self, group: Callable[..., Any], state: Any, ctx: Any, group_id: str, rec: AttemptRecord
     ) -> tuple[dict[str, Any], int, int, str | None]:
         children: tuple[Callable[..., Any], ...] = group._stroma_children  # type: ignore[attr-defined]
         run_id = self.run_id
 
         async def child_started(child_id: str) -> float:
             t0 = self._mono()
-            await self._aev(
-                {
-                    "type": "NodeStarted",
-                    "run_id": run_id,
-                    "ts": self._now(),
-                    "node_id": child_id,
-                    "parent": group_id,
-                },
+            await self.emit(
+                ev.NodeStarted(run_id=run_id, ts=self._wall(t0), node_id=child_id, parent=group_id)
             )
             return t0
 
         async def child_finished(child_id: str, t0: float, outcome: str, etype: str | None = None) -> None:
-            await self._aev(
-                {
-                    "type": "NodeFinished",
-                    "run_id": run_id,
-                    "ts": self._now(),
-                    "node_id": child_id,
-                    "outcome": outcome,
-                    "attempts": 1,
-                    "duration_ms": (self._mono() - t0) * 1000.0,
-                    "parent": group_id,
-                    "error_type": etype,
-                },
+            await self.emit(
+                ev.NodeFinished(
+                    run_id=run_id,
+                    ts=self._now(),
+                    node_id=child_id,
+                    outcome=outcome,
+                    attempts=1,
+                    duration_ms=(self._mono() - t0) * 1000.0,
+                    parent=group_id,
+                    error_type=etype,
+                )
             )
 
-        return await fan_out(children, state, ctx, child_started, child_finished)
+        def child_ctx(child_id: str) -> Any:
+            if not isinstance(ctx, dict):
+                return ctx
+            own = dict(ctx)
+            own[IDEMPOTENCY_KEY] = f"{run_id}:{group_id}/{child_id}"
+            return own
+
+        spent = _Usage()
+        try:
+            return await fan_out(children, state, child_ctx, child_started, child_finished, spent)
+        finally:  # what the children spent counts, whether or not a sibling failed
+            rec.input_tokens, rec.output_tokens, rec.used_model = (
+                spent.input_tokens,
+                spent.output_tokens,
+                spent.model,
+            )
+            rec.tokens = spent.input_tokens + spent.output_tokens
+            if rec.used_model is not None:
+                rec.cost_usd = estimate_cost_usd(rec.used_model, rec.input_tokens, rec.output_tokens)
+
+
+def _validated_output(contract: NodeContract | None, raw: Any) -> BaseModel:
+    """A node's output as its contract's model (or an UntypedState without a contract)."""
+    if contract is None:
+        return raw if isinstance(raw, BaseModel) else UntypedState.model_validate(raw)
+    if type(raw) is dict:
+        try:  # model_validate without its wrapper (the hot path)
+            return contract.output_schema.__pydantic_validator__.validate_python(raw)  # type: ignore[no-any-return]
+        except ValidationError:
+            pass  # validate_boundary raises the ContractViolation that names the fields
+    return validate_boundary(contract, "output", raw)
+
+
+class _AttemptFailed(Exception):
+    """An attempt's failure on its way to :meth:`ReliabilityContext._decide` (never escapes)."""
+
+    def __init__(self, record: AttemptRecord, error: Exception, etype: str, recorded: bool) -> None:
+        super().__init__(error)
+        self.record = record
+        self.error = error
+        self.error_type = etype
+        self.recorded = recorded
+
+
+class _Usage:
+    """Tokens the children of a group reported, summed as they finish."""
+
+    __slots__ = ("input_tokens", "model", "output_tokens")
+
+    def __init__(self) -> None:
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.model: str | None = None
 
 
 async def fan_out(
@@ -1182,21 +1163,29 @@ async def fan_out(
     ctx: Any,
     started: Callable[[str], Awaitable[float]] | None = None,
     finished: Callable[[str, float, str, str | None], Awaitable[None]] | None = None,
+    spent: _Usage | None = None,
 ) -> tuple[dict[str, Any], int, int, str | None]:
     """Run ``children`` concurrently on ``state``; validate each against its contract; merge.
 
-    The first failure cancels the siblings (nothing of theirs is kept) and propagates.
+    ``ctx`` is the context every child gets, or a function of the child's id that returns it.
+    The first failure cancels the siblings (nothing of theirs is kept) and propagates; what the
+    children that finished reported is added to ``spent`` either way.
     Returns (merged output, input tokens, output tokens, last reported model).
     """
+    usage = spent if spent is not None else _Usage()
 
-    async def run_child(child: Callable[..., Any]) -> tuple[dict[str, Any], int, int, str | None]:
+    async def run_child(child: Callable[..., Any]) -> dict[str, Any]:
         child_id: str = getattr(child, "_stroma_node_id", getattr(child, "__name__", "child"))
         contract: NodeContract | None = getattr(child, "_stroma_contract", None)
         t0 = await started(child_id) if started is not None else 0.0
         try:
             child_in = validate_boundary(contract, "input", state) if contract else state
-            raw = await _call(child, child_in, ctx, takes_context(child))
-            out, in_tokens, out_tokens, model, _ = split_output(raw, child_id)
+            own_ctx = ctx(child_id) if callable(ctx) else ctx
+            raw = await _call(child, child_in, own_ctx, takes_context(child))
+            out, in_tokens, out_tokens, model = split_output(raw, child_id)
+            usage.input_tokens += in_tokens
+            usage.output_tokens += out_tokens
+            usage.model = model or usage.model
             if contract is not None:
                 out = validate_boundary(contract, "output", out)
             out_dict = out.model_dump() if isinstance(out, BaseModel) else dict(out)
@@ -1210,7 +1199,7 @@ async def fan_out(
             raise
         if finished is not None:
             await finished(child_id, t0, "succeeded", None)
-        return out_dict, in_tokens, out_tokens, model
+        return out_dict
 
     tasks = [asyncio.ensure_future(run_child(child)) for child in children]
     try:
@@ -1231,18 +1220,9 @@ async def fan_out(
     if first_error is not None:
         raise first_error
     merged: dict[str, Any] = {}
-    in_total = out_total = 0
-    last_model: str | None = None
     for task in tasks:
-        out_dict, in_tokens, out_tokens, model = task.result()
-        merged.update(out_dict)
-        in_total += in_tokens
-        out_total += out_tokens
-        last_model = model or last_model
-    return merged, in_total, out_total, last_model
-
-
-_tasks: set[asyncio.Future[None]] = set()
+        merged.update(task.result())
+    return merged, usage.input_tokens, usage.output_tokens, usage.model
 
 
 async def execute_step(
@@ -1252,7 +1232,23 @@ async def execute_step(
     ctx: ReliabilityContext,
     *,
     contract: NodeContract | None = None,
-) -> BaseModel:
-    """Run one step through ``ctx`` (a :class:`ReliabilityContext`): the freestanding
-    reliability loop, usable from any orchestration framework."""
-    return await ctx.execute_step(step_id, func, input_state, None, contract=contract)
+) -> ExecutionResult:
+    """Run one step through ``ctx`` with full reliability instrumentation (validation, retries,
+    cost, budget, fallback, checkpoint, trace, classification): the freestanding loop, usable from
+    any orchestration framework. A node failure does not raise: it is the result's status
+    (FAILED for a terminal or ambiguous failure, PARTIAL for recoverable ones and budget stops);
+    a success is COMPLETED with the validated output as ``final_state``."""
+    try:
+        output = await ctx.run_step(step_id, func, input_state, None, contract=contract)
+    except Exception as exc:
+        failure = ctx.last_failure
+        return ctx.build_result(status_for(exc, failure[1] if failure else None), None)
+    return ctx.build_result(RunStatus.COMPLETED, output)
+
+
+def status_for(exc: BaseException, failure_class: FailureClass | None) -> RunStatus:
+    """The run status a node's final failure gives: PARTIAL for a budget stop or a recoverable
+    failure that ran out of retries (resumable), FAILED otherwise."""
+    if isinstance(exc, BudgetExceeded) or failure_class is FailureClass.RECOVERABLE:
+        return RunStatus.PARTIAL
+    return RunStatus.FAILED

@@ -48,7 +48,6 @@ __all__ = [
     "RetryScheduled",
     "RunFinished",
     "RunStarted",
-    "build_event",
     "event_from_dict",
     "event_to_dict",
 ]
@@ -422,44 +421,42 @@ def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None] | None:
     return None
 
 
-# -- building events the engine describes ----------------------------------------------------
+# -- fast keyword construction ------------------------------------------------------------------
+#
+# The engine builds events with their keyword constructors (so a misspelt field is a type error),
+# for every listener on the hot path. The frozen dataclass ``__init__`` costs one
+# ``object.__setattr__`` per field; each class's ``__init__`` is therefore replaced by a generated
+# one with the very same keyword-only signature that fills the slots through their member
+# descriptors.
 
-_Builder = Callable[[dict[str, Any]], LifecycleEvent]
-_builders: dict[type[LifecycleEvent], _Builder] = {}
 
-
-def _compile_builder(cls: type[LifecycleEvent]) -> _Builder:
-    """A function that builds ``cls`` from a complete dict of the engine's (fields it omits take
-    their defaults), filling the slots directly: the frozen dataclass ``__init__`` costs one
-    ``object.__setattr__`` per field, and events are built for every listener on the hot path."""
-    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    lines = ["def build(d):", "    o = _new(_cls)"]
+def _install_fast_init(cls: type[LifecycleEvent]) -> None:
+    env: dict[str, Any] = {"_M": _ABSENT}
+    params: list[str] = []
+    body: list[str] = []
     for i, f in enumerate(dataclasses.fields(cls)):
         setter = _slot_setter(cls, f.name)
-        if setter is None:  # not a plain slotted dataclass
-            return lambda d: cls(**{k: v for k, v in d.items() if k != "type"})
+        if setter is None or not f.init:
+            return  # not a plain slotted dataclass: keep the generated __init__
         env[f"_s{i}"] = setter
         if f.default is not dataclasses.MISSING:
             env[f"_d{i}"] = f.default
-            value = f"d.get({f.name!r}, _d{i})"
+            params.append(f"{f.name}=_d{i}")
         elif f.default_factory is not dataclasses.MISSING:
             env[f"_f{i}"] = f.default_factory
-            value = f"d[{f.name!r}] if {f.name!r} in d else _f{i}()"
+            params.append(f"{f.name}=_M")
+            body.append(f"    if {f.name} is _M:")
+            body.append(f"        {f.name} = _f{i}()")
         else:
-            value = f"d[{f.name!r}]"
-        lines.append(f"    _s{i}(o, {value})")
-    lines.append("    return o")
-    exec("\n".join(lines), env)  # code built above from the class's own field names
-    build: _Builder = env["build"]
-    return build
-
-
-def build_event(cls: type[LifecycleEvent], fields: dict[str, Any]) -> LifecycleEvent:
-    """``cls(**fields)`` for a dict the engine built (``type`` ignored, states already decoded)."""
-    builder = _builders.get(cls)
-    if builder is None:
-        builder = _builders[cls] = _compile_builder(cls)
-    return builder(fields)
+            params.append(f.name)
+        body.append(f"    _s{i}(self, {f.name})")
+    source = "def __init__(self, *, " + ", ".join(params) + "):\n" + "\n".join(body) + "\n"
+    namespace = dict(env)
+    exec(compile(source, f"<stroma.events __init__ of {cls.__name__}>", "exec"), namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init  # type: ignore[method-assign]
 
 
 def _compile_decoder(cls: type[LifecycleEvent]) -> _FastDecoder | None:
@@ -565,6 +562,9 @@ def _compile_decoder(cls: type[LifecycleEvent]) -> _FastDecoder | None:
     decoder: _FastDecoder = namespace["_factory"](**env)
     return decoder
 
+
+for _cls in EVENT_TYPES.values():
+    _install_fast_init(_cls)
 
 _FAST_DECODERS: dict[str, _FastDecoder] = {
     kind: decoder for kind, cls in EVENT_TYPES.items() if (decoder := _compile_decoder(cls)) is not None

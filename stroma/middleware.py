@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from stroma._config import check_node_id
 from stroma._engine import ReliabilityContext, execute_step
 from stroma.contracts import NodeContract
+from stroma.trace import ExecutionResult
 
 __all__ = ["ReliabilityContext", "StromaStep", "execute_step"]
 
@@ -37,18 +38,15 @@ class StromaStep:
 
     def wrap(
         self, step_id: str, func: StepFunction, *, contract: NodeContract | None = None
-    ) -> Callable[..., Awaitable[BaseModel]]:
-        """``func`` such that calling it runs :meth:`ReliabilityContext.execute_step`.
-
-        The wrapped function takes ``(state)`` or ``(state, context)`` and returns the validated
-        output; after the last retry it raises the step's final exception.
-        """
+    ) -> Callable[..., Awaitable[ExecutionResult]]:
+        """``func`` such that calling it runs :func:`execute_step` and returns its
+        :class:`~stroma.trace.ExecutionResult` (a failure is its status, not an exception)."""
         check_node_id(step_id)
         ctx = self.ctx
 
         @functools.wraps(func)
-        async def wrapped(state: Any, context: Any = None) -> BaseModel:
-            return await ctx.execute_step(step_id, func, state, context, contract=contract)
+        async def wrapped(state: Any) -> ExecutionResult:
+            return await execute_step(step_id, func, state, ctx, contract=contract)
 
         wrapped._stroma_node_id = step_id  # type: ignore[attr-defined]
         wrapped._stroma_contract = contract  # type: ignore[attr-defined]
@@ -56,12 +54,12 @@ class StromaStep:
 
     def __call__(
         self, step_id: str, *, input: type[BaseModel], output: type[BaseModel]
-    ) -> Callable[[StepFunction], Callable[..., Awaitable[BaseModel]]]:
+    ) -> Callable[[StepFunction], Callable[..., Awaitable[ExecutionResult]]]:
         """Decorator: build and register the contract, then :meth:`wrap` the function."""
         contract = NodeContract(node_id=step_id, input_schema=input, output_schema=output)
         self.ctx.registry.register(contract)
 
-        def decorate(func: StepFunction) -> Callable[..., Awaitable[BaseModel]]:
+        def decorate(func: StepFunction) -> Callable[..., Awaitable[ExecutionResult]]:
             return self.wrap(step_id, func, contract=contract)
 
         return decorate

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 
 from stroma._clock import current_clock
 from stroma._config import RunConfig, check_node_id, new_run_id
-from stroma._engine import ReliabilityContext, fan_out, takes_context
+from stroma._engine import ReliabilityContext, fan_out, status_for, takes_context
 from stroma.checkpoint import (
     AsyncInMemoryStore,
     CheckpointManager,
@@ -31,14 +32,14 @@ from stroma.checkpoint import (
     RunProgress,
 )
 from stroma.contracts import ContractRegistry, NodeContract, UntypedState
-from stroma.cost import BudgetExceeded, ExecutionBudget, FallbackPolicy
+from stroma.cost import ExecutionBudget, FallbackPolicy
 from stroma.errors import (
     CheckpointMissingError,
     ConfigurationError,
     ResumeMismatchError,
     UnknownNodeError,
 )
-from stroma.failures import Classifier, FailureClass, PolicyMap, default_policy_map
+from stroma.failures import Classifier, PolicyMap, default_policy_map
 from stroma.hooks import NodeHooks, StepHooks
 from stroma.trace import ExecutionResult, RunStatus
 
@@ -51,6 +52,8 @@ __all__ = [
     "stroma_node",
     "stroma_step",
 ]
+
+logger = logging.getLogger("stroma")
 
 NodeFunction = Callable[..., Awaitable[Any]]
 _Step = tuple[str, NodeFunction, NodeContract | None]
@@ -116,12 +119,6 @@ def parallel(*nodes: NodeFunction) -> NodeFunction:
 def _name(func: Any) -> str:
     name = getattr(func, "__name__", None)
     return name if isinstance(name, str) else repr(func)
-
-
-def _status_for(exc: BaseException, failure_class: FailureClass | None) -> RunStatus:
-    if isinstance(exc, BudgetExceeded) or failure_class is FailureClass.RECOVERABLE:
-        return RunStatus.PARTIAL
-    return RunStatus.FAILED
 
 
 class StromaRunner:
@@ -273,8 +270,6 @@ class StromaRunner:
             raise ConfigurationError(
                 f"node_sequence must be a list of nodes, got {type(node_sequence).__name__}"
             )
-        if not node_sequence:
-            raise ConfigurationError("node_sequence is empty; pass at least one node")
         steps: list[_Step] = []
         seen: set[str] = set()
         for func in node_sequence:
@@ -314,9 +309,17 @@ class StromaRunner:
         config = self.config
         run_id = self._run_id()
         steps = self._steps(node_sequence)
-        if config.resume_from is None:
-            return await self._execute(steps, initial_state, None, config, run_id=run_id)
-        async with self.checkpoint_manager.lease(run_id):
+        manager = self.checkpoint_manager
+        async with manager.lease(run_id):  # one worker per run: a second run() of it is refused
+            if config.resume_from is None and "run_id" in config.model_fields_set:
+                progress = await manager.load_progress(run_id)
+                if progress is not None and progress.status != "running":
+                    logger.warning(
+                        "run %s already finished (%s); run() starts it afresh and overwrites its "
+                        "checkpoints. To continue a run where it stopped, call resume()",
+                        run_id,
+                        progress.status,
+                    )
             return await self._execute(steps, initial_state, config.resume_from, config, run_id=run_id)
 
     async def resume(self, node_sequence: Sequence[NodeFunction], initial_state: Any) -> ExecutionResult:
@@ -333,8 +336,8 @@ class StromaRunner:
         async with manager.lease(config.run_id):
             progress = await manager.load_progress(config.run_id)
             manifest = await manager.load_manifest(config.run_id)
-            if progress is None or progress.last_node is None:
-                fresh = config.model_copy(update={"resume_from": None})
+            if progress is None or progress.last_node is None:  # nothing committed: from the start,
+                fresh = config.model_copy(update={"resume_from": None})  # with the spend it had
                 return await self._execute(steps, initial_state, None, fresh, progress=progress)
             last = progress.last_node
             if last not in ids:
@@ -435,7 +438,7 @@ class StromaRunner:
                 restored = await self._load_checkpoint(run_id, steps[start - 1], resume_from)
                 state = restored[0]
             parent_carrier = manifest.carrier if manifest is not None else None
-        if progress is not None and resume_from is not None:
+        if progress is not None:  # budgets hold across resumes, whatever was committed
             rc.seed_progress(progress)
         await rc.start_run(ids, resumed_from=resume_from, parent_carrier=parent_carrier)
         try:
@@ -449,13 +452,13 @@ class StromaRunner:
                 )
             status = RunStatus.RESUMED if resume_from is not None else RunStatus.COMPLETED
             try:
-                state = await rc.run_chain(steps[start:] if start else steps, state, config.context)
+                state = await rc.run_chain(steps[start:] if start else steps, state)
             except Exception as exc:
                 failure = rc.last_failure
-                status = _status_for(exc, failure[1] if failure else None)
+                status = status_for(exc, failure[1] if failure else None)
                 state = rc.last_output
         except BaseException:
             rc.abort()  # cancelled or interrupted: close the run file, keep what it has
             raise
-        final = state if isinstance(state, BaseModel) else None
+        final = state if isinstance(state, BaseModel) or not steps else None  # [] completes at once
         return await rc.finish_run(status, final)

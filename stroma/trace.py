@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from stroma import events as ev
-from stroma.events import EVENT_TYPES, LifecycleEvent, build_event
+from stroma.events import LifecycleEvent
 from stroma.failures import FailureClass
 
 if TYPE_CHECKING:
@@ -76,10 +76,10 @@ class TraceEvent(BaseModel):
 _COMPARED = ("input_state", "output_state", "failure", "failure_message")
 
 
-# While a run goes, the engine records compactly: an event as the dict of its fields plus "type",
-# an attempt as a tuple, and a state as the JSON text it already wrote for the checkpoint. Such
-# records hold only atoms, so the garbage collector stops tracking them, and nothing is dumped or
-# built twice on the hot path. Objects are built on first read.
+# While a run goes, the engine records each attempt as one AttemptRecord (filled in as the attempt
+# goes) and every other event as its typed object. A state is kept as the JSON text already written
+# for the checkpoint. The lifecycle events of an attempt are built from its record by the two
+# functions below, in one place, whether a listener needs them live or the trace is read later.
 
 
 def decode_state(text: str) -> dict[str, Any]:
@@ -88,127 +88,175 @@ def decode_state(text: str) -> dict[str, Any]:
     return decoded if isinstance(decoded, dict) else {"value": decoded}
 
 
-def _state(value: Any, cache: dict[int, Any]) -> Any:
-    if type(value) is not str:
-        return value
-    key = id(value)
-    decoded = cache.get(key)
-    if decoded is None:
-        decoded = cache[key] = decode_state(value)
-    return decoded
+State = str | dict[str, Any]
+"""A state as recorded: the JSON text of a checkpoint, or a dict."""
 
 
-def materialize_event(item: Any, cache: dict[int, Any] | None = None) -> LifecycleEvent:
-    """Build the event object of a raw record (a dict of fields with ``type``)."""
-    if type(item) is not dict:
-        return item  # type: ignore[no-any-return]
-    if "input_state" in item or "output_state" in item:
-        cache = {} if cache is None else cache
-        item = dict(item)
-        for key in ("input_state", "output_state"):
-            if key in item:
-                item[key] = _state(item[key], cache)
-    return build_event(EVENT_TYPES[item["type"]], item)
+class StateDecoder:
+    """Decodes recorded states, once per text: a node's output is the next node's input, so both
+    events share one dict."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[str, dict[str, Any]]] = {}
+
+    def __call__(self, value: State | None) -> dict[str, Any] | None:
+        if type(value) is not str:
+            return value  # type: ignore[return-value]
+        hit = self._cache.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        decoded = decode_state(value)
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[id(value)] = (value, decoded)
+        return decoded
 
 
-# A node that succeeded on its first attempt, with no listener watching, is recorded as one
-# tuple that stands for both its attempt and its lifecycle events (see ``_expand_success``):
-# its first nine fields are the attempt's, in the order of the attempt tuple.
-SUCCESS_RECORD_LEN = 21
+@dataclass(slots=True, eq=False)
+class AttemptRecord:
+    """One attempt of one node, as the engine records it (the fields after ``node_t0`` are filled
+    in when the attempt ends). :func:`attempt_opened` and :func:`attempt_closed` build its events."""
+
+    node_id: str
+    run_id: str
+    attempt: int
+    max_attempts: int
+    started: float
+    """Wall-clock time the attempt started."""
+    input_state: State
+    model: str | None
+    idempotency_key: str
+    node_t0: float
+    """Wall-clock time the node (its first attempt) started."""
+    ended: float = 0.0
+    duration_ms: float = 0.0
+    output_state: State | None = None
+    tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    used_model: str | None = None
+    store: str | None = None
+    """The checkpoint store the output was committed to (None: not committed)."""
+    saved: float = 0.0
+    checkpoint_ms: float = 0.0
+    failure: str | None = None
+    message: str | None = None
 
 
-def _expand_success(item: tuple[Any, ...], cache: dict[int, Any]) -> list[LifecycleEvent]:
-    """The events of a compact success record, as the engine would have published them."""
-    (
-        node_id,
-        run_id,
-        attempt,
-        started_ts,
-        input_state,
-        output_state,
-        duration_ms,
-        _failure,
-        _message,
-        node_ms,
-        max_attempts,
-        key,
-        store,
-        saved_ts,
-        checkpoint_ms,
-        end_ts,
-        tokens,
-        input_tokens,
-        output_tokens,
-        cost_usd,
-        model,
-    ) = item
-    out = _state(output_state, cache)
-    events: list[LifecycleEvent] = [
-        ev.NodeStarted(run_id=run_id, ts=started_ts, node_id=node_id, max_attempts=max_attempts),
-        ev.AttemptStarted(
-            run_id=run_id,
-            ts=started_ts,
-            node_id=node_id,
-            attempt=attempt,
-            max_attempts=max_attempts,
-            input_state=_state(input_state, cache),
-            model=None,
-            idempotency_key=key,
-        ),
-    ]
-    if store is not None:
-        events.append(
-            ev.CheckpointSaved(
-                run_id=run_id,
-                ts=saved_ts,
-                node_id=node_id,
-                store=store,
-                size_bytes=len(output_state) if type(output_state) is str else 0,
-                duration_ms=checkpoint_ms,
+def attempt_opened(rec: AttemptRecord, decode: StateDecoder) -> list[LifecycleEvent]:
+    """The events that open an attempt: NodeStarted (first attempt only) and AttemptStarted."""
+    opened: list[LifecycleEvent] = []
+    if rec.attempt == 1:
+        opened.append(
+            ev.NodeStarted(
+                run_id=rec.run_id, ts=rec.node_t0, node_id=rec.node_id, max_attempts=rec.max_attempts
             )
         )
-    events.append(
+    opened.append(
+        ev.AttemptStarted(
+            run_id=rec.run_id,
+            ts=rec.started,
+            node_id=rec.node_id,
+            attempt=rec.attempt,
+            max_attempts=rec.max_attempts,
+            input_state=decode(rec.input_state) or {},
+            model=rec.model,
+            idempotency_key=rec.idempotency_key,
+        )
+    )
+    return opened
+
+
+def attempt_closed(rec: AttemptRecord, decode: StateDecoder) -> list[LifecycleEvent]:
+    """The events that close a successful attempt: CheckpointSaved (when committed),
+    AttemptSucceeded and NodeFinished."""
+    closed: list[LifecycleEvent] = []
+    output = rec.output_state
+    if rec.store is not None:
+        closed.append(
+            ev.CheckpointSaved(
+                run_id=rec.run_id,
+                ts=rec.saved,
+                node_id=rec.node_id,
+                store=rec.store,
+                size_bytes=len(output) if type(output) is str else 0,
+                duration_ms=rec.checkpoint_ms,
+            )
+        )
+    closed.append(
         ev.AttemptSucceeded(
-            run_id=run_id,
-            ts=end_ts,
-            node_id=node_id,
-            attempt=attempt,
-            duration_ms=duration_ms,
-            output_state=out,
-            tokens=tokens,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=cost_usd,
-            model=model,
+            run_id=rec.run_id,
+            ts=rec.ended,
+            node_id=rec.node_id,
+            attempt=rec.attempt,
+            duration_ms=rec.duration_ms,
+            output_state=decode(output) or {},
+            tokens=rec.tokens,
+            input_tokens=rec.input_tokens,
+            output_tokens=rec.output_tokens,
+            cost_usd=rec.cost_usd,
+            model=rec.used_model,
         )
     )
-    events.append(
+    closed.append(
         ev.NodeFinished(
-            run_id=run_id,
-            ts=end_ts,
-            node_id=node_id,
+            run_id=rec.run_id,
+            ts=rec.ended,
+            node_id=rec.node_id,
             outcome="succeeded",
-            attempts=attempt,
-            duration_ms=node_ms,
+            attempts=rec.attempt,
+            duration_ms=(rec.ended - rec.node_t0) * 1000.0,
         )
     )
-    return events
+    return closed
 
 
-def _materialize_attempt(item: Any, cache: dict[int, Any]) -> TraceEvent:
-    if type(item) is not tuple:
-        return item  # type: ignore[no-any-return]
-    node_id, run_id, attempt, ts, input_state, output_state, duration_ms, failure, message = item[:9]
+@dataclass(slots=True, frozen=True)
+class Opened:
+    """A log entry: the opening events of an attempt whose end was logged separately
+    (something happened in between: a group's children, a budget check, a failure)."""
+
+    record: AttemptRecord
+
+
+@dataclass(slots=True, frozen=True)
+class Closed:
+    """A log entry: the closing events of an attempt logged earlier as :class:`Opened`."""
+
+    record: AttemptRecord
+
+
+LogEntry = LifecycleEvent | AttemptRecord | Opened | Closed
+"""What the trace's log holds while a run goes: an AttemptRecord stands for its opening and
+closing events together."""
+
+
+def expand(entry: LogEntry, decode: StateDecoder) -> list[LifecycleEvent]:
+    """The lifecycle events a log entry stands for."""
+    if isinstance(entry, AttemptRecord):
+        return [*attempt_opened(entry, decode), *attempt_closed(entry, decode)]
+    if isinstance(entry, Opened):
+        return attempt_opened(entry.record, decode)
+    if isinstance(entry, Closed):
+        return attempt_closed(entry.record, decode)
+    return [entry]
+
+
+def trace_event(rec: AttemptRecord, decode: StateDecoder) -> TraceEvent:
+    """The published per-attempt TraceEvent of a record."""
     return TraceEvent.model_construct(
-        node_id=node_id,
-        run_id=run_id,
-        attempt=attempt,
-        timestamp_utc=datetime.fromtimestamp(ts, UTC),
-        input_state=_state(input_state, cache),
-        output_state=_state(output_state, cache),
-        duration_ms=duration_ms,
-        failure=FailureClass(failure) if failure is not None else None,
-        failure_message=message,
+        node_id=rec.node_id,
+        run_id=rec.run_id,
+        attempt=rec.attempt,
+        timestamp_utc=datetime.fromtimestamp(rec.started, UTC),
+        input_state=decode(rec.input_state),
+        output_state=decode(rec.output_state),
+        duration_ms=rec.duration_ms,
+        failure=FailureClass(rec.failure) if rec.failure is not None else None,
+        failure_message=rec.message,
     )
 
 
@@ -226,8 +274,8 @@ class ExecutionTrace:
         events: list[TraceEvent] | None = None,
         log: list[LifecycleEvent] | None = None,
     ) -> None:
-        self._attempts: list[Any] = list(events) if events is not None else []
-        self._log: list[Any] = list(log) if log is not None else []
+        self._attempts: list[TraceEvent | AttemptRecord] = list(events) if events is not None else []
+        self._log: list[LogEntry] = list(log) if log is not None else []
         self._attempts_done = len(self._attempts)
         self._log_done = len(self._log)
 
@@ -235,35 +283,35 @@ class ExecutionTrace:
     def events(self) -> list[TraceEvent]:
         """One TraceEvent per attempt, in order."""
         items = self._attempts
-        cache: dict[int, Any] = {}
+        decode = StateDecoder()
         for i in range(self._attempts_done, len(items)):
-            items[i] = _materialize_attempt(items[i], cache)
+            item = items[i]
+            if isinstance(item, AttemptRecord):
+                items[i] = trace_event(item, decode)
         self._attempts_done = len(items)
-        return items
+        return items  # type: ignore[return-value]  # every entry is a TraceEvent now
 
     @property
     def log(self) -> list[LifecycleEvent]:
         """Every lifecycle event of the run, in order."""
         items = self._log
         done = self._log_done
-        if done == len(items):
-            return items
-        cache: dict[int, Any] = {}
-        built: list[LifecycleEvent] = []
-        for item in items[done:]:
-            if type(item) is tuple:
-                built.extend(_expand_success(item, cache))
-            else:
-                built.append(materialize_event(item, cache))
-        items[done:] = built  # in place: the engine appends to this very list
-        self._log_done = len(items)
-        return items
+        if done != len(items):
+            decode = StateDecoder()
+            built: list[LogEntry] = []
+            for item in items[done:]:
+                built.extend(expand(item, decode))
+            items[done:] = built  # in place: the engine appends to this very list
+            self._log_done = len(items)
+        return items  # type: ignore[return-value]  # every entry is an event now
 
-    def _record(self, item: LifecycleEvent | dict[str, Any]) -> None:
-        self._log.append(item)
+    def record(self, entry: LogEntry) -> None:
+        """Add one entry to the log (the engine's recorder calls this)."""
+        self._log.append(entry)
 
-    def _record_attempt(self, item: tuple[Any, ...]) -> None:
-        self._attempts.append(item)
+    def record_attempt(self, rec: AttemptRecord) -> None:
+        """Add one attempt (the engine's recorder calls this when an attempt ends)."""
+        self._attempts.append(rec)
 
     def __repr__(self) -> str:
         return f"ExecutionTrace(attempts={len(self._attempts)}, events={len(self.log)})"

@@ -44,26 +44,31 @@ async def test_wrapped_step_retries_checkpoints_and_traces(clock: FakeClock) -> 
             raise TimeoutError("once")
         return {"n": state.n + 1}
 
-    out = await count(Count(n=1))
-    assert out == Count(n=2)
+    result = await count(Count(n=1))
+    assert result.status is RunStatus.COMPLETED
+    assert result.final_state == Count(n=2)
     assert [e.failure is None for e in ctx.trace] == [False, True]
     assert await ctx.checkpoint_manager.resume("mw", "count", Count) == Count(n=2)  # type: ignore[union-attr]
-    assert ctx.build_result(RunStatus.COMPLETED, out).status is RunStatus.COMPLETED
+    assert ctx.build_result(RunStatus.COMPLETED, result.final_state).status is RunStatus.COMPLETED
     assert len(clock.slept) == 1
 
 
-async def test_wrapped_step_raises_its_final_error(clock: FakeClock) -> None:
-    """After the last attempt the caller sees the step's own exception."""
+async def test_wrapped_step_reports_a_terminal_failure_as_failed(clock: FakeClock) -> None:
+    """A terminal failure is the result's FAILED status (0.3.2), not an exception; the context
+    still names the node and its error."""
     ctx = context()
 
     @StromaStep(ctx)("bad", input=Doc, output=Summary)
     async def bad(state: Doc) -> dict[str, Any]:
         return {"nope": 1}
 
-    with pytest.raises(ContractViolation, match=r"'bad' \(output\)"):
-        await bad(Doc(text="x"))
+    result = await bad(Doc(text="x"))
+    assert result.status is RunStatus.FAILED
+    assert result.final_state is None
     assert ctx.last_failure is not None
     assert ctx.last_failure[0] == "bad"
+    assert isinstance(ctx.last_failure[2], ContractViolation)
+    assert "'bad' (output)" in str(ctx.last_failure[2])
 
 
 async def test_execute_step_without_a_contract_returns_untyped_state(clock: FakeClock) -> None:
@@ -73,6 +78,9 @@ async def test_execute_step_without_a_contract_returns_untyped_state(clock: Fake
     async def free(state: Any) -> dict[str, Any]:
         return {"anything": [1, 2], "goes": True}
 
-    out = await execute_step("free", free, {"x": 1}, ctx)
-    assert out.model_dump() == {"anything": [1, 2], "goes": True}
+    result = await execute_step("free", free, {"x": 1}, ctx)
+    assert result.status is RunStatus.COMPLETED
+    assert result.final_state is not None
+    assert result.final_state.anything == [1, 2]  # type: ignore[attr-defined]
+    assert result.final_state.model_dump() == {"anything": [1, 2], "goes": True}
     assert ctx.trace.events[0].input_state == {"x": 1}

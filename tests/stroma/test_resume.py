@@ -65,7 +65,7 @@ async def test_resume_continues_after_the_last_committed_node(clock: FakeClock) 
     resumed = await runner_on(store).resume(pipe.nodes, Count(n=0))
     assert resumed.status is RunStatus.RESUMED
     assert resumed.final_state == Count(n=7)
-    assert pipe.runs == {"a": 1, "b": 1, "c": 3}  # c: 2 attempts (ambiguous policy) + the resume
+    assert pipe.runs == {"a": 1, "b": 1, "c": 2}  # c: 1 call (ambiguous: max_retries=1) + the resume
 
 
 async def test_resume_with_nothing_committed_runs_from_the_start(clock: FakeClock) -> None:

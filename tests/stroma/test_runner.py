@@ -90,15 +90,15 @@ async def test_recoverable_failures_retry_with_the_delays_reported(clock: FakeCl
 @pytest.mark.parametrize(
     ("exc", "attempts", "status"),
     [
-        (TimeoutError("t"), 4, RunStatus.PARTIAL),
-        (ValueError("v"), 2, RunStatus.FAILED),
-        (RuntimeError("r"), 2, RunStatus.FAILED),
+        (TimeoutError("t"), 3, RunStatus.PARTIAL),
+        (ValueError("v"), 1, RunStatus.FAILED),
+        (RuntimeError("r"), 1, RunStatus.FAILED),
     ],
 )
 async def test_attempt_counts_and_status_follow_the_policy_per_class(
     clock: FakeClock, exc: Exception, attempts: int, status: RunStatus
 ) -> None:
-    """Recoverable: 1 + 3 retries, then PARTIAL; ambiguous: 1 + 1, then FAILED."""
+    """max_retries counts calls (0.3.2): recoverable 3 calls, then PARTIAL; ambiguous 1, then FAILED."""
     runner = StromaRunner.quick()
 
     @runner.node("always", input=Count, output=Count)
@@ -172,9 +172,9 @@ async def test_node_policies_override_the_global_map(clock: FakeClock) -> None:
 
     first = await runner.run([picky], Count(n=0))
     second = await runner.run([plain], Count(n=0))
-    assert len(first.trace) == 5
-    assert len(second.trace) == 2
-    assert all(d <= 0.1 for d in clock.slept[:4])
+    assert len(first.trace) == 4
+    assert len(second.trace) == 1
+    assert all(d <= 0.1 for d in clock.slept[:3])
 
 
 async def test_run_config_without_policy_map_does_not_retry(clock: FakeClock) -> None:
@@ -278,12 +278,12 @@ async def test_model_fallback_switches_model_and_pricing(clock: FakeClock) -> No
 
     @runner.node("a", input=Count, output=Count)
     async def a(state: Count, ctx: dict[str, Any]) -> Any:
-        seen.append(ctx["_stroma_model"])
+        seen.append(ctx.get("_stroma_model", ctx["model"]))
         return {"n": 1}, 1000, 1000, "gpt-4o"
 
     @runner.node("b", input=Count, output=Count)
     async def b(state: Count, ctx: dict[str, Any]) -> Any:
-        seen.append(ctx["_stroma_model"])
+        seen.append(ctx.get("_stroma_model", ctx["model"]))
         return {"n": 2}, 1000, 1000, "gpt-4o"
 
     result = await runner.run([a, b], Count(n=0))
@@ -314,7 +314,7 @@ async def test_nodes_taking_ctx_get_the_shared_context(clock: FakeClock) -> None
 
     result = await runner.run([writer, reader], Count(n=5))
     assert result.final_state == Count(n=1)
-    assert shared["cache"]["seen"] == "ctx-run:writer:1"
+    assert shared["cache"]["seen"] == "ctx-run:writer"
 
 
 async def test_node_timeout_raises_timeout_and_is_retried(clock: FakeClock) -> None:

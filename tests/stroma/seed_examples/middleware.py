@@ -13,6 +13,6 @@ async def summarize(state: DocInput) -> dict:
     return {"text": "..."}
 async def main():
     result = await summarize(DocInput(text="hello"))
-    print(result)
-    r = ctx.build_result("COMPLETED", result); print(r.status, len(r.trace))
+    print(result.final_state)
+    r = ctx.build_result("COMPLETED", result.final_state); print(r.status, len(r.trace))
 asyncio.run(main())

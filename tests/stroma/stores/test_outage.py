@@ -118,7 +118,7 @@ async def test_outage_past_retries_ends_partial_then_resume_completes(
     with use_clock(FakeClock()) as clock:
         result = await runner.run(nodes, Num(x=5))
     assert result.status is RunStatus.PARTIAL
-    assert ran == ["a", "b", "b", "b", "b"]  # 1 try + 3 retries, every commit refused
+    assert ran == ["a", "b", "b", "b"]  # 3 calls (max_retries=3), every commit refused
     assert isinstance(clock, FakeClock)
     assert len(clock.slept) == 3
     failures = [e.failure for e in result.trace.events if e.failure is not None]
@@ -148,7 +148,7 @@ async def test_outage_ending_after_retries_exhausted_still_resumes(
     run_id = f"{unique}-r"
 
     def back_on_last_attempt(exc: Exception, ctx: NodeContext) -> FailureClass | None:
-        if isinstance(exc, StoreUnavailableError) and ctx.attempt == 4:
+        if isinstance(exc, StoreUnavailableError) and ctx.attempt == 3:
             private_redis.start()  # the outage ends between the last failure and finish_run
         return None
 
