@@ -11,12 +11,11 @@ Example::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 
 from stroma._checked import CheckedModel, shown
 from stroma.errors import ConfigurationError, InvalidUsageError, StromaError
@@ -114,13 +113,6 @@ class ExecutionBudget(CheckedModel):
     max_tokens_total: int | None = Field(default=None, ge=0)
     max_cost_usd: float | None = Field(default=None, ge=0)
     max_latency_ms: float | None = Field(default=None, ge=0)
-
-    @field_validator("max_cost_usd", "max_latency_ms")
-    @classmethod
-    def _not_nan(cls, value: float | None) -> float | None:
-        if value is not None and math.isnan(value):
-            raise ValueError("a limit is a number (use None for no limit), not NaN")
-        return value
 
     @classmethod
     def unlimited(cls) -> ExecutionBudget:

@@ -87,7 +87,11 @@ def test_usage_types_construct_positionally_in_the_published_order() -> None:
         "output_tokens": 3,
     }
     policy = FallbackPolicy("gpt-4o", "gpt-4o-mini", 0.5)
-    assert (policy.preferred_model, policy.fallback_model, policy.at_budget_pct) == ("gpt-4o", "gpt-4o-mini", 0.5)
+    assert (policy.preferred_model, policy.fallback_model, policy.at_budget_pct) == (
+        "gpt-4o",
+        "gpt-4o-mini",
+        0.5,
+    )
     assert FallbackPolicy("gpt-4o", "gpt-4o-mini").at_budget_pct == 0.8
     hint = ModelHint("a", "gpt-4o", "gpt-4o-mini", 100)
     assert dataclasses.asdict(hint) == {
@@ -129,7 +133,10 @@ def test_active_fallback_applies_to_every_node_once_spend_reaches_the_threshold(
     """The first policy whose threshold spend reached is in force whatever the node's model; none below it."""
     tracker = CostTracker()
     budget = ExecutionBudget(max_cost_usd=1.0)
-    fallbacks = [FallbackPolicy("gpt-4o", "gpt-4o-mini", 0.8), FallbackPolicy("claude-sonnet", "claude-haiku", 0.5)]
+    fallbacks = [
+        FallbackPolicy("gpt-4o", "gpt-4o-mini", 0.8),
+        FallbackPolicy("claude-sonnet", "claude-haiku", 0.5),
+    ]
     tracker.add("a", 1, 0.49, 0.0)
     assert active_fallback(tracker, budget, fallbacks) is None
     tracker.add("a", 1, 0.01, 0.0)
@@ -145,7 +152,10 @@ def test_resolve_model_prices_at_the_first_matching_fallback_without_chaining() 
     tracker = CostTracker()
     tracker.add("a", 1, 0.9, 0.0)
     budget = ExecutionBudget(max_cost_usd=1.0)
-    fallbacks = [FallbackPolicy("gpt-4o", "gpt-4o-mini", 0.5), FallbackPolicy("gpt-4o-mini", "gpt-3.5-turbo", 0.5)]
+    fallbacks = [
+        FallbackPolicy("gpt-4o", "gpt-4o-mini", 0.5),
+        FallbackPolicy("gpt-4o-mini", "gpt-3.5-turbo", 0.5),
+    ]
     assert resolve_model("gpt-4o", tracker, budget, fallbacks) == "gpt-4o-mini"
     assert resolve_model("claude-haiku", tracker, budget, fallbacks) == "claude-haiku"
     assert resolve_model(None, tracker, budget, fallbacks) is None
@@ -189,7 +199,9 @@ def test_boundary_validator_is_a_class() -> None:
     contract = NodeContract(node_id="s", input_schema=Doc, output_schema=Summary)
     validator = BoundaryValidator()
     assert validator(contract, "input", {"text": "hi"}) == Doc(text="hi")
-    assert validator(contract, "output", {"summary": "x", "word_count": 1}) == Summary(summary="x", word_count=1)
+    assert validator(contract, "output", {"summary": "x", "word_count": 1}) == Summary(
+        summary="x", word_count=1
+    )
     with pytest.raises(ContractViolation) as info:
         validator(contract, "output", {"summary": "x"})
     assert info.value.direction == "output"
@@ -241,7 +253,11 @@ def test_resolve_schema_of_a_non_model_is_a_type_error_and_imports_nothing() -> 
     ("make", "start", "extra"),
     [
         (lambda: RedisStore("redis://localhost:6379"), "redis is required for RedisStore", "stroma[redis]"),
-        (lambda: SyncRedisStore("redis://localhost:6379"), "redis is required for SyncRedisStore", "stroma[redis]"),
+        (
+            lambda: SyncRedisStore("redis://localhost:6379"),
+            "redis is required for SyncRedisStore",
+            "stroma[redis]",
+        ),
         (
             lambda: StromaRunner.quick().with_redis("redis://localhost:6379"),
             "redis is required for RedisStore",
