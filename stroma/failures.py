@@ -82,7 +82,8 @@ PolicyMap = dict[FailureClass, FailurePolicy]
 
 
 def default_policy_map() -> PolicyMap:
-    """RECOVERABLE: 3 retries, 1.0 s cap; TERMINAL: none; AMBIGUOUS: 1 retry, 0.5 s cap."""
+    """RECOVERABLE: 3 attempts, 1.0 s cap; TERMINAL: one attempt; AMBIGUOUS: one attempt
+    (``max_retries=1``), 0.5 s cap. ``max_retries`` counts attempts in total, as in 0.3.2."""
     return {
         FailureClass.RECOVERABLE: FailurePolicy(max_retries=3, backoff_seconds=1.0),
         FailureClass.TERMINAL: FailurePolicy(max_retries=0, backoff_seconds=0.0),
