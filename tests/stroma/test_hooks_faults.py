@@ -86,12 +86,14 @@ async def test_a_hook_that_raises_timeout_error_itself_is_not_disabled(clock: Fa
     assert result.hook_errors == len(calls)
 
 
-@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt(), asyncio.CancelledError(), GeneratorExit()])
+@pytest.mark.parametrize(
+    "error", [SystemExit(3), KeyboardInterrupt(), asyncio.CancelledError(), GeneratorExit()]
+)
 @pytest.mark.parametrize("is_async", [False, True])
 async def test_every_base_exception_from_a_hook_is_contained(
     clock: FakeClock, error: BaseException, is_async: bool
 ) -> None:
-    """SystemExit, KeyboardInterrupt and CancelledError raised by a hook (sync or async) are counted, not fatal."""
+    """SystemExit, KeyboardInterrupt, CancelledError from a hook (sync or async) are counted, not fatal."""
 
     def sync_hook(run_id: str, node_id: str, state: dict[str, Any]) -> None:
         raise error
