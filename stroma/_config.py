@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
 
-from stroma._checked import CheckedModel, check_id, check_positive_ms
+from stroma._checked import CheckedModel, check_id, check_positive_ms, shown
 from stroma.cost import ExecutionBudget, FallbackPolicy
 from stroma.errors import ConfigurationError
 from stroma.failures import Classifier, FailureClass, PolicyMap
@@ -86,7 +86,7 @@ class RunConfig(CheckedModel):
         if isinstance(value, list | tuple):
             return compose_hooks(value)
         raise ConfigurationError(
-            f"hooks = {type(value).__name__} ({value!r:.60}): pass a NodeHooks (or a list of them), "
+            f"hooks = {shown(value)}: pass a NodeHooks (or a list of them), "
             "e.g. NodeHooks(on_node_start=...)"
         )
 
@@ -102,7 +102,7 @@ class RunConfig(CheckedModel):
         for i, classifier in enumerate(classifiers):
             if not callable(classifier):
                 raise ConfigurationError(
-                    f"classifiers[{i}] = {classifier!r:.60} is not callable; a classifier is a "
+                    f"classifiers[{i}] = {shown(classifier)} is not callable; a classifier is a "
                     "function (exc, ctx) -> FailureClass | None"
                 )
         return classifiers

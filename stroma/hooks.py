@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from stroma import events as ev
+from stroma._checked import shown
 from stroma.errors import ConfigurationError
 
 __all__ = [
@@ -130,7 +131,7 @@ def compose_hooks(hooks: Iterable[NodeHooks]) -> NodeHooks:
     for hook in hooks:
         if not isinstance(hook, NodeHooks):
             raise ConfigurationError(
-                f"hooks must be NodeHooks objects, got {type(hook).__name__} ({hook!r:.60}); "
+                f"hooks must be NodeHooks objects, got {shown(hook)}; "
                 "wrap your callbacks: NodeHooks(on_node_start=..., on_event=...)"
             )
         parts.extend(hook.parts if isinstance(hook, HookChain) else (hook,))

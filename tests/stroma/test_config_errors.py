@@ -47,7 +47,7 @@ def refused(call: Callable[[], Any], *needles: str) -> ConfigurationError:
         ({"policy_map": {"SOMETIMES": {}}}, ("policy_map", "SOMETIMES")),
         ({"classifiers": [5]}, ("classifiers[0]", "5", "not callable")),
         ({"classifiers": "rate_limits"}, ("classifiers", "list of functions")),
-        ({"hooks": "nope"}, ("hooks", "str", "NodeHooks")),
+        ({"hooks": "nope"}, ("hooks = 'nope'", "NodeHooks")),
         ({"hooks": [object()]}, ("hooks must be NodeHooks", "object")),
         ({"node_timeouts": {"a": math.nan}}, ("node_timeouts['a']", "nan", "finite positive")),
         ({"node_timeouts": {"a": 0}}, ("node_timeouts['a']", "0")),
@@ -103,7 +103,7 @@ def test_node_ids_no_store_can_keep_are_refused(node_id: str, needle: str) -> No
 def test_builders_check_their_arguments_where_they_are_called() -> None:
     """with_* builders raise ConfigurationError at once, not at run time, and leave the config as it was."""
     runner = StromaRunner.quick()
-    refused(lambda: runner.with_hooks("nope"), "hooks", "str")  # type: ignore[arg-type]
+    refused(lambda: runner.with_hooks("nope"), "hooks = 'nope'")  # type: ignore[arg-type]
     refused(lambda: runner.with_classifiers([5]), "classifiers[0]", "not callable")  # type: ignore[list-item]
     refused(lambda: runner.with_node_timeouts({"a": math.nan}), "node_timeouts['a']", "nan")
     refused(lambda: runner.with_budget(cost_usd=-1.0), "max_cost_usd", "-1.0")
