@@ -99,7 +99,7 @@ def may_retry(attempts_made: int, policy: FailurePolicy | None) -> bool:
     return policy is not None and attempts_made < policy.max_retries
 
 
-@dataclass(slots=True)
+@dataclass
 class NodeContext:
     """What a classifier knows about the failing attempt. ``attempt`` is 1-based."""
 
