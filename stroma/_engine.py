@@ -58,7 +58,14 @@ from stroma.contracts import (
     UntypedState,
     validate_boundary,
 )
-from stroma.cost import BudgetExceeded, CostTracker, ExecutionBudget, estimate_cost_usd, resolve_model_hint
+from stroma.cost import (
+    BudgetExceeded,
+    CostTracker,
+    ExecutionBudget,
+    active_fallback,
+    estimate_cost_usd,
+    spend_fraction,
+)
 from stroma.errors import NodeReturnTypeError, StoreUnavailableError
 from stroma.failures import (
     FailureClass,
@@ -67,6 +74,7 @@ from stroma.failures import (
     RetryBudget,
     backoff_delay,
     classify_with_reason,
+    may_retry,
 )
 from stroma.hooks import Dispatcher, NodeHooks, global_hooks
 from stroma.runfile import RunFileWriter
@@ -166,14 +174,8 @@ async def _call(func: Callable[..., Any], state: Any, ctx: Any, with_ctx: bool) 
     return result
 
 
-def may_retry(attempt: int, policy: FailurePolicy | None) -> bool:
-    """Whether a node whose ``attempt``-th call failed may be called again: ``max_retries`` counts
-    calls in total, as in stroma 0.3.2 (3: at most three calls; 1 or 0: one call)."""
-    return policy is not None and attempt < policy.max_retries
-
-
 def _max_attempts(policies: dict[FailureClass, FailurePolicy]) -> int:
-    return max((p.max_retries for p in policies.values()), default=1) or 1
+    return max((p.max_attempts for p in policies.values()), default=1)
 
 
 Step = tuple[str, Callable[..., Any], NodeContract | None]
@@ -663,15 +665,13 @@ class ReliabilityContext:
     async def _model_for(self, step_id: str, ctx: Any, declared: str | None) -> tuple[str | None, bool]:
         """The model this attempt should use and whether a fallback chose it (published as
         BudgetChecked "fallback" and ModelFallback); sets or clears ``ctx["_stroma_model"]``."""
-        fallbacks = self._fallbacks
-        start = declared if declared is not None else fallbacks[0].preferred_model
-        hint = resolve_model_hint(start, self.tracker, self._budget, fallbacks)
-        if hint.fallback_from is None or hint.model is None:
+        policy = active_fallback(self.tracker, self._budget, self._fallbacks)
+        if policy is None:
             if isinstance(ctx, dict):
                 ctx.pop(MODEL_KEY, None)
             return declared, False
         if isinstance(ctx, dict):
-            ctx[MODEL_KEY] = hint.model
+            ctx[MODEL_KEY] = policy.fallback_model
         now = self._now()
         await self.emit(
             ev.BudgetChecked(
@@ -689,12 +689,12 @@ class ReliabilityContext:
                 run_id=self.run_id,
                 ts=now,
                 node_id=step_id,
-                from_model=hint.fallback_from,
-                to_model=hint.model,
-                spend_fraction=hint.spend_fraction,
+                from_model=declared or policy.preferred_model,
+                to_model=policy.fallback_model,
+                spend_fraction=spend_fraction(self.tracker, self._budget) or 0.0,
             )
         )
-        return hint.model, True
+        return policy.fallback_model, True
 
     # -- the step ----------------------------------------------------------------------------
 

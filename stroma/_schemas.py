@@ -50,7 +50,7 @@ def resolve_schema(ref: object) -> type[BaseModel]:
     schema = _by_ref.get(ref)
     if schema is None:
         raise SchemaResolutionError(
-            f"schema reference {ref!r} does not name a pydantic schema registered in this "
+            f"schema reference {ref!r}: resolved schema is not a BaseModel registered in this "
             "process; Stroma never imports names read from storage. Register the schema by "
             "using it in a NodeContract (or call stroma.checkpoint._schema_ref(YourModel)) "
             "before loading"

@@ -14,8 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from stroma._checked import CheckedModel, check_id
 from stroma._schemas import remember_schema
-from stroma.errors import StromaError, UnknownNodeError
+from stroma.errors import ConfigurationError, StromaError, UnknownNodeError
 
 __all__ = [
     "BoundaryValidator",
@@ -63,7 +64,7 @@ class ContractViolation(StromaError):
         return (type(self), (self.node_id, self.direction, self.raw, self.errors))
 
 
-class NodeContract(BaseModel):
+class NodeContract(CheckedModel):
     """The input and output schema of one node."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -71,6 +72,11 @@ class NodeContract(BaseModel):
     node_id: str
     input_schema: type[BaseModel]
     output_schema: type[BaseModel]
+
+    @field_validator("node_id")
+    @classmethod
+    def _valid_id(cls, node_id: str) -> str:
+        return check_id("node id", node_id)
 
     @field_validator("input_schema", "output_schema")
     @classmethod
@@ -88,15 +94,21 @@ class UntypedState(BaseModel):
 
 remember_schema(UntypedState)
 
-BoundaryValidator = Callable[[NodeContract, str, Any], BaseModel]
+Validator = Callable[[NodeContract, str, Any], BaseModel]
+"""What :class:`ContractRegistry` accepts as a validator: ``(contract, direction, raw) -> model``."""
 
 
 def validate_boundary(contract: NodeContract, direction: str, raw: Any) -> BaseModel:
-    """The default :data:`BoundaryValidator`: validate ``raw`` against one side of ``contract``.
+    """Validate ``raw`` against one side (``"input"`` or ``"output"``) of ``contract``.
 
     A model that already is an instance of the schema is returned as is (no re-validation).
     """
-    schema = contract.input_schema if direction == "input" else contract.output_schema
+    if direction == "input":
+        schema = contract.input_schema
+    elif direction == "output":
+        schema = contract.output_schema
+    else:
+        raise ConfigurationError(f"direction {direction!r} must be 'input' or 'output'")
     if type(raw) is schema:
         return raw
     try:
@@ -114,10 +126,23 @@ def validate_boundary(contract: NodeContract, direction: str, raw: Any) -> BaseM
         ) from None
 
 
+class BoundaryValidator:
+    """Validates data crossing a node boundary (the published API)::
+
+        model = BoundaryValidator()(contract, "output", {"summary": "..."})
+
+    Returns the validated model or raises :class:`ContractViolation`.
+    """
+
+    def __call__(self, contract: NodeContract, direction: str, raw: Any) -> BaseModel:
+        """Validate ``raw`` against ``contract``'s ``direction`` (``"input"``/``"output"``) schema."""
+        return validate_boundary(contract, direction, raw)
+
+
 class ContractRegistry:
     """Contracts by node id."""
 
-    def __init__(self, validator: BoundaryValidator = validate_boundary) -> None:
+    def __init__(self, validator: Validator = validate_boundary) -> None:
         self._contracts: dict[str, NodeContract] = {}
         self._validator = validator
 

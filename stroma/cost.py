@@ -12,11 +12,13 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from stroma.errors import StromaError
+from stroma._checked import CheckedModel, shown
+from stroma.errors import ConfigurationError, InvalidUsageError, StromaError
 
 __all__ = [
     "KNOWN_MODELS",
@@ -27,9 +29,10 @@ __all__ = [
     "ModelHint",
     "NodeUsage",
     "StepUsage",
+    "active_fallback",
     "estimate_cost_usd",
     "resolve_model",
-    "resolve_model_hint",
+    "spend_fraction",
 ]
 
 KNOWN_MODELS: dict[str, tuple[float, float]] = {
@@ -101,8 +104,9 @@ class BudgetExceeded(StromaError):
         return (type(self), (self.dimension, self.limit, self.actual, self.node_id))
 
 
-class ExecutionBudget(BaseModel):
-    """Limits for one run; ``None`` means unlimited."""
+class ExecutionBudget(CheckedModel):
+    """Limits for one run; ``None`` means unlimited. Negative or NaN limits raise
+    ConfigurationError."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -121,8 +125,10 @@ class ExecutionBudget(BaseModel):
         return self.max_tokens_total is None and self.max_cost_usd is None and self.max_latency_ms is None
 
 
-class NodeUsage(BaseModel):
-    """What one node (or attempt) used."""
+@dataclass
+class NodeUsage:
+    """What one node (or attempt) used: ``NodeUsage(node_id, tokens_used, cost_usd, latency_ms,
+    model=None, output_tokens=0)``, positional in that order as in the published API."""
 
     node_id: str
     tokens_used: int = 0
@@ -135,14 +141,33 @@ class NodeUsage(BaseModel):
 StepUsage = NodeUsage
 
 
+def _bad_usage(node_id: str, tokens: int, cost_usd: float, latency_ms: float, output_tokens: int) -> None:
+    for name, value in (
+        ("tokens", tokens),
+        ("output_tokens", output_tokens),
+        ("cost_usd", cost_usd),
+        ("latency_ms", latency_ms),
+    ):
+        if not value >= 0:
+            raise InvalidUsageError(
+                f"node '{node_id}' reported {name} = {shown(value)}; usage is never negative "
+                "(or NaN). Report the counts your model API returned, or 0 when unknown"
+            )
+
+
 class CostTracker:
-    """Running totals of a run's usage, overall and per node (never re-summed)."""
+    """Running totals of a run's usage, overall and per node (never re-summed).
+
+    ``record(NodeUsage(...))`` is the published call; :meth:`add` is the same without building
+    a NodeUsage first (the engine records every attempt with it). Negative usage raises
+    :class:`~stroma.errors.InvalidUsageError`.
+    """
 
     def __init__(self) -> None:
         # Per node: [tokens, cost_usd, latency_ms, model, output_tokens]; NodeUsage is built on read.
         self._nodes: dict[str, list[Any]] = {}
-        # Latency of nodes that used nothing else, not yet added to their node's totals (the
-        # engine's fast path appends here; folded in order on the next add or read).
+        # Latency of attempts that used nothing else, not yet added to their node's totals
+        # (folded in order on the next full add or read: the cheap path of add()).
         self._later_ids: list[str] = []
         self._later_ms: list[float] = []
         self.total_tokens = 0
@@ -169,7 +194,17 @@ class CostTracker:
         model: str | None = None,
         output_tokens: int = 0,
     ) -> None:
-        """:meth:`record` without building a NodeUsage first (the engine's hot path)."""
+        """Record one attempt's usage (:meth:`record` without a NodeUsage; cheap enough to call
+        for every attempt). A node keeps the first model any of its records named."""
+        if not (tokens or cost_usd or output_tokens or model is not None):
+            if not latency_ms >= 0:
+                _bad_usage(node_id, tokens, cost_usd, latency_ms, output_tokens)
+            self.total_latency_ms += latency_ms
+            self._later_ids.append(node_id)
+            self._later_ms.append(latency_ms)
+            return
+        if tokens < 0 or output_tokens < 0 or not (cost_usd >= 0 and latency_ms >= 0):
+            _bad_usage(node_id, tokens, cost_usd, latency_ms, output_tokens)
         if self._later_ids:
             self._fold()
         self.total_tokens += tokens
@@ -183,7 +218,7 @@ class CostTracker:
             node[1] += cost_usd
             node[2] += latency_ms
             node[4] += output_tokens
-            if model is not None:
+            if node[3] is None:
                 node[3] = model
 
     def check_budget(self, budget: ExecutionBudget, node_id: str) -> None:
@@ -203,17 +238,6 @@ class CostTracker:
             out.append(("latency", budget.max_latency_ms, self.total_latency_ms))
         return out
 
-    @staticmethod
-    def _usage(node_id: str, raw: list[Any]) -> NodeUsage:
-        return NodeUsage(
-            node_id=node_id,
-            tokens_used=raw[0],
-            cost_usd=raw[1],
-            latency_ms=raw[2],
-            model=raw[3],
-            output_tokens=raw[4],
-        )
-
     def _fold(self) -> None:
         nodes = self._nodes
         for node_id, latency_ms in zip(self._later_ids, self._later_ms, strict=True):
@@ -229,69 +253,79 @@ class CostTracker:
         """Accumulated usage of one node."""
         self._fold()
         raw = self._nodes.get(node_id)
-        return None if raw is None else self._usage(node_id, raw)
+        return None if raw is None else NodeUsage(node_id, *raw)
+
+    def summary(self) -> dict[str, NodeUsage]:
+        """Accumulated usage per node id, in first-seen order (the published API)."""
+        self._fold()
+        return {k: NodeUsage(k, *v) for k, v in self._nodes.items()}
 
     @property
     def by_node(self) -> dict[str, NodeUsage]:
-        """Accumulated usage per node, in first-seen order."""
-        self._fold()
-        return {k: self._usage(k, v) for k, v in self._nodes.items()}
-
-    def summary(self) -> dict[str, Any]:
-        """Totals and per-node usage as plain data."""
-        return {
-            "total_tokens": self.total_tokens,
-            "total_cost_usd": self.total_cost_usd,
-            "total_latency_ms": self.total_latency_ms,
-            "nodes": {k: v.model_dump() for k, v in self.by_node.items()},
-        }
+        """Same as :meth:`summary`."""
+        return self.summary()
 
 
-class FallbackPolicy(BaseModel):
-    """Use ``fallback_model`` instead of ``preferred_model`` once spend reaches
-    ``at_budget_pct`` of the cost budget."""
-
-    model_config = ConfigDict(frozen=True)
+@dataclass
+class FallbackPolicy:
+    """Use ``fallback_model`` instead of ``preferred_model`` once spend reaches ``at_budget_pct``
+    of the cost budget: ``FallbackPolicy(preferred_model, fallback_model, at_budget_pct=0.8)``."""
 
     preferred_model: str
     fallback_model: str
-    at_budget_pct: float = Field(default=0.8, gt=0.0, le=1.0)
+    at_budget_pct: float = 0.8
+
+    def __post_init__(self) -> None:
+        for name in ("preferred_model", "fallback_model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(
+                    f"FallbackPolicy.{name} = {shown(value)}: name a model, e.g. 'gpt-4o-mini'"
+                )
+        pct = self.at_budget_pct
+        if isinstance(pct, bool) or not isinstance(pct, int | float) or not 0.0 < pct <= 1.0:
+            raise ConfigurationError(
+                f"FallbackPolicy.at_budget_pct = {shown(pct)}: a fraction of the cost budget in "
+                "(0, 1], e.g. 0.8 for 80%"
+            )
 
 
-class ModelHint(NamedTuple):
-    """The model a node should use: ``fallback_from`` is set when a fallback is active."""
+@dataclass
+class ModelHint:
+    """A node's model preference: ``ModelHint(node_id, preferred_model, fallback_model=None,
+    max_tokens=None)`` (the published API; Stroma does not read it)."""
 
-    model: str | None
-    fallback_from: str | None = None
-    spend_fraction: float = 0.0
+    node_id: str
+    preferred_model: str
+    fallback_model: str | None = None
+    max_tokens: int | None = None
 
 
-def resolve_model_hint(
-    declared_model: str | None,
-    tracker: CostTracker,
-    budget: ExecutionBudget,
-    fallbacks: Sequence[FallbackPolicy],
-) -> ModelHint:
-    """Which model to use, following fallbacks (chained: a → b → c) as spend rises."""
-    if declared_model is None or not fallbacks or not budget.max_cost_usd:
-        return ModelHint(declared_model)
-    fraction = tracker.total_cost_usd / budget.max_cost_usd
-    model = declared_model
-    seen = {model}
-    changed = True
-    while changed:
-        changed = False
-        for policy in fallbacks:
-            if policy.preferred_model == model and fraction >= policy.at_budget_pct:
-                if policy.fallback_model in seen:
-                    break
-                model = policy.fallback_model
-                seen.add(model)
-                changed = True
-                break
-    if model == declared_model:
-        return ModelHint(declared_model, None, fraction)
-    return ModelHint(model, declared_model, fraction)
+def spend_fraction(tracker: CostTracker, budget: ExecutionBudget) -> float | None:
+    """Spend as a fraction of the cost budget (None without one)."""
+    limit = budget.max_cost_usd
+    return tracker.total_cost_usd / limit if limit else None
+
+
+def active_fallback(
+    tracker: CostTracker, budget: ExecutionBudget, fallbacks: Sequence[FallbackPolicy]
+) -> FallbackPolicy | None:
+    """The fallback every node runs with now, or None.
+
+    The first policy (in order) whose ``at_budget_pct`` of ``max_cost_usd`` the run's spend has
+    reached. While one is active, every attempt that starts sees its ``fallback_model`` in
+    ``ctx["_stroma_model"]``, whatever model the node declared or reports; below every threshold
+    (or without a cost budget) the key is removed.
+    """
+    if not fallbacks:
+        return None
+    fraction = spend_fraction(tracker, budget)
+    if fraction is None:
+        return None
+    for policy in fallbacks:
+        if fraction >= policy.at_budget_pct:
+            return policy
+    return None
 
 
 def resolve_model(
@@ -300,6 +334,14 @@ def resolve_model(
     budget: ExecutionBudget,
     fallbacks: Sequence[FallbackPolicy],
 ) -> str | None:
-    """The fallback model once spend reaches ``at_budget_pct`` of ``max_cost_usd``, else the
-    declared one."""
-    return resolve_model_hint(declared_model, tracker, budget, fallbacks).model
+    """The model to price ``declared_model``'s usage at: the ``fallback_model`` of the first
+    policy for ``declared_model`` whose threshold spend has reached, else ``declared_model``."""
+    if declared_model is None or not fallbacks:
+        return declared_model
+    fraction = spend_fraction(tracker, budget)
+    if fraction is None:
+        return declared_model
+    for policy in fallbacks:
+        if policy.preferred_model == declared_model and fraction >= policy.at_budget_pct:
+            return policy.fallback_model
+    return declared_model

@@ -4,7 +4,9 @@
 
     StromaError
     ├── ConfigurationError        misuse: a node without a contract, a bad argument, a bad return value
-    │   └── NodeReturnTypeError   a node returned something that is not a dict or a usage tuple
+    │   ├── NodeReturnTypeError   a node returned something that is not a dict or a usage tuple
+    │   ├── MissingExtraError     (also an ImportError) an optional dependency is not installed
+    │   └── InvalidUsageError     a usage record with a negative token count, cost or latency
     ├── ContractViolation         (stroma.contracts) data crossed a node boundary and failed its schema
     ├── BudgetExceeded            (stroma.cost) a token / cost / latency budget ran out
     ├── ResumeError               resuming is not possible as asked
@@ -26,6 +28,8 @@ __all__ = [
     "CheckpointDataError",
     "CheckpointMissingError",
     "ConfigurationError",
+    "InvalidUsageError",
+    "MissingExtraError",
     "NodeReturnTypeError",
     "ResumeError",
     "ResumeMismatchError",
@@ -100,3 +104,17 @@ class RunFileError(StromaError):
         self.path = path
         self.line = line
         self.field = field
+
+
+# -- published-API fidelity and configuration checks (issues 11 and 16) -------------------------
+
+
+class MissingExtraError(ConfigurationError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install.
+
+    Also an ``ImportError``, as in the published package, so ``except ImportError`` still works.
+    """
+
+
+class InvalidUsageError(ConfigurationError):
+    """A usage record with a negative (or NaN) token count, cost or latency."""

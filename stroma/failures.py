@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, ConfigDict, Field
 
+from stroma._checked import CheckedModel
 from stroma.contracts import ContractViolation
 from stroma.errors import ConfigurationError, StoreUnavailableError
 
@@ -36,6 +37,7 @@ __all__ = [
     "classify",
     "classify_with_reason",
     "default_policy_map",
+    "may_retry",
 ]
 
 
@@ -50,20 +52,38 @@ class FailureClass(StrEnum):
         return self.value
 
 
-class FailurePolicy(BaseModel):
-    """Retries allowed after the first attempt, and the cap of the jittered backoff delay."""
+MAX_BACKOFF_S = 86_400.0
+"""The largest ``backoff_seconds`` accepted (a day): a longer wait is a mistake, not a policy."""
+
+
+class FailurePolicy(CheckedModel):
+    """How many attempts a failure class gets, and the cap of the jittered backoff delay.
+
+    As in the published 0.3.2 API, ``max_retries`` counts attempts in total: ``3`` means at most
+    three calls; ``1`` and ``0`` both mean one call and no retry. ``max_attempts`` is accepted as
+    a clearer name for the same number (``FailurePolicy(max_attempts=3)``). Bad values (negative,
+    NaN, infinite, over a day of backoff) raise ConfigurationError.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    max_retries: int = Field(default=3, ge=0)
-    backoff_seconds: float = Field(default=1.0, ge=0.0)
+    max_retries: int = Field(
+        default=3, ge=0, validation_alias=AliasChoices("max_retries", "max_attempts")
+    )
+    backoff_seconds: float = Field(default=1.0, ge=0.0, le=MAX_BACKOFF_S, allow_inf_nan=False)
+
+    @property
+    def max_attempts(self) -> int:
+        """Calls a node gets under this policy, the first included (at least one)."""
+        return max(self.max_retries, 1)
 
 
 PolicyMap = dict[FailureClass, FailurePolicy]
 
 
 def default_policy_map() -> PolicyMap:
-    """RECOVERABLE: 3 retries, 1.0 s cap; TERMINAL: none; AMBIGUOUS: 1 retry, 0.5 s cap."""
+    """RECOVERABLE: 3 attempts, 1.0 s cap; TERMINAL: one attempt; AMBIGUOUS: one attempt
+    (``max_retries=1``), 0.5 s cap. ``max_retries`` counts attempts in total, as in 0.3.2."""
     return {
         FailureClass.RECOVERABLE: FailurePolicy(max_retries=3, backoff_seconds=1.0),
         FailureClass.TERMINAL: FailurePolicy(max_retries=0, backoff_seconds=0.0),
@@ -71,7 +91,16 @@ def default_policy_map() -> PolicyMap:
     }
 
 
-class NodeContext(NamedTuple):
+def may_retry(attempts_made: int, policy: FailurePolicy | None) -> bool:
+    """Whether attempt ``attempts_made + 1`` may run under ``policy`` (None: no retries).
+
+    The one place the retry count is decided: ``max_retries`` is the number of attempts in total.
+    """
+    return policy is not None and attempts_made < policy.max_retries
+
+
+@dataclass
+class NodeContext:
     """What a classifier knows about the failing attempt. ``attempt`` is 1-based."""
 
     node_id: str
@@ -138,7 +167,15 @@ def classify(
 
 
 class RetryBudget:
-    """Counts attempts per (run_id, node_id)."""
+    """Counts attempts per (run_id, node_id).
+
+    Example (published semantics: ``max_retries`` is the number of attempts in total)::
+
+        budget = RetryBudget()
+        budget.increment("run", "fetch")
+        budget.increment("run", "fetch")
+        budget.exhausted("run", "fetch", FailurePolicy(max_retries=2))  # True
+    """
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str], int] = {}
@@ -155,8 +192,8 @@ class RetryBudget:
         return self._counts.get((run_id, node_id), 0)
 
     def exhausted(self, run_id: str, node_id: str, policy: FailurePolicy) -> bool:
-        """True once the first attempt and all ``policy.max_retries`` retries were used."""
-        return self._counts.get((run_id, node_id), 0) > policy.max_retries
+        """True once the count reaches ``policy.max_retries`` (no further attempt may run)."""
+        return not may_retry(self._counts.get((run_id, node_id), 0), policy)
 
     def reset(self, run_id: str, node_id: str) -> None:
         """Forget the count of one node."""
@@ -167,12 +204,12 @@ def backoff_delay(retry: int, policy: FailurePolicy, rng: random.Random) -> floa
     """Full-jitter exponential backoff for the ``retry``-th retry (1-based).
 
     The ceiling doubles with each retry and reaches ``policy.backoff_seconds`` at the last retry
-    the policy allows (so the cap is the policy's, and earlier retries wait less):
-    ``uniform(0, cap * 2 ** (retry - max_retries))``.
+    the policy allows, ``max_retries - 1`` (so the cap is the policy's, and earlier retries wait
+    less): ``uniform(0, cap * 2 ** (retry - last_retry))``.
     """
     cap = policy.backoff_seconds
     if cap <= 0:
         return 0.0
-    exponent = min(0, retry - max(policy.max_retries, 1))
+    exponent = min(0, retry - max(policy.max_retries - 1, 1))
     ceiling = cap * (2.0**exponent)
     return rng.uniform(0.0, ceiling)

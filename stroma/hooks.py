@@ -2,8 +2,11 @@
 
 ``NodeHooks`` keeps the published callbacks (fired per attempt) and adds one optional callback per
 lifecycle event plus a catch-all ``on_event``. Callbacks may be sync or async. Several hooks
-compose: each is called in order. A callback that raises (or an async one that hangs past
-``HOOK_TIMEOUT_S``) is logged once, counted, and otherwise ignored: hooks never break a run.
+compose (:func:`compose_hooks`): each is called in order. A callback that raises anything (even
+``SystemExit``, ``KeyboardInterrupt`` or ``CancelledError``) is logged once, counted, and otherwise
+ignored: hooks never break a run. Only a real cancellation of the run goes through. An async
+callback that hangs past ``HOOK_TIMEOUT_S`` is abandoned and disabled for the rest of the run, so
+it costs that timeout once at most.
 
 Example::
 
@@ -23,16 +26,19 @@ import asyncio
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from stroma import events as ev
+from stroma._checked import shown
+from stroma.errors import ConfigurationError
 
 __all__ = [
     "HOOK_TIMEOUT_S",
     "NodeHooks",
     "StepHooks",
+    "compose_hooks",
     "global_hooks",
     "register_hooks",
     "unregister_hooks",
@@ -77,6 +83,70 @@ class NodeHooks:
 
 
 StepHooks = NodeHooks
+
+
+def _chain(callbacks: list[Callable[..., Any]]) -> Callable[..., Any]:
+    if len(callbacks) == 1:
+        return callbacks[0]
+    if any(inspect.iscoroutinefunction(cb) for cb in callbacks):
+
+        async def call_async(*args: Any) -> None:
+            for cb in callbacks:
+                result = cb(*args)
+                if inspect.isawaitable(result):
+                    await result
+
+        return call_async
+
+    def call(*args: Any) -> None:
+        for cb in callbacks:
+            cb(*args)
+
+    return call
+
+
+class HookChain(NodeHooks):
+    """Several NodeHooks acting as one: each callback calls the parts' callbacks in order.
+
+    Calling a callback of the chain yourself calls every part's (awaiting async ones when any
+    part's is async). In a run, each part is dispatched on its own, so one part's error or
+    timeout never hides another part.
+    """
+
+    def __init__(self, parts: Sequence[NodeHooks]) -> None:
+        composed: dict[str, Any] = {}
+        for f in fields(NodeHooks):
+            callbacks = [cb for part in parts if (cb := getattr(part, f.name)) is not None]
+            composed[f.name] = _chain(callbacks) if callbacks else None
+        super().__init__(**composed)
+        self.parts: tuple[NodeHooks, ...] = tuple(parts)
+
+
+def compose_hooks(hooks: Iterable[NodeHooks]) -> NodeHooks:
+    """One NodeHooks that calls each of ``hooks`` in order (the only one, when there is one).
+
+    Raises ConfigurationError naming anything that is not a NodeHooks.
+    """
+    parts: list[NodeHooks] = []
+    for hook in hooks:
+        if not isinstance(hook, NodeHooks):
+            raise ConfigurationError(
+                f"hooks must be NodeHooks objects, got {shown(hook)}; "
+                "wrap your callbacks: NodeHooks(on_node_start=..., on_event=...)"
+            )
+        parts.extend(hook.parts if isinstance(hook, HookChain) else (hook,))
+    if len(parts) == 1:
+        return parts[0]
+    return HookChain(parts)
+
+
+def hook_parts(hooks: NodeHooks | None) -> list[NodeHooks]:
+    """The NodeHooks a run dispatches for ``hooks``: a chain's parts, leaving out hooks without
+    any callback."""
+    if hooks is None:
+        return []
+    parts = hooks.parts if isinstance(hooks, HookChain) else (hooks,)
+    return [p for p in parts if any(getattr(p, f.name) is not None for f in fields(p))]
 
 _EVENT_CALLBACKS: dict[str, type[ev.LifecycleEvent]] = {
     "on_run_start": ev.RunStarted,
@@ -145,11 +215,21 @@ def _adapt_failure(cb: Callable[[str, str, Exception, Any], Any]) -> EventCallba
     return call
 
 
+def _run_cancelled() -> bool:
+    """Whether the task running now is being cancelled for real (not by a hook's own raise)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return False
+    return task is not None and task.cancelling() > 0
+
+
 class Dispatcher:
     """Routes each event to the callbacks that want it, isolating their errors.
 
     ``emit`` is synchronous; it returns an awaitable only when an async callback needs awaiting,
-    so a run without async hooks pays no coroutine per event.
+    so a run without async hooks pays no coroutine per event. A dispatcher serves one run: a
+    callback that timed out is disabled for the rest of it.
     """
 
     __slots__ = ("_logged", "_table", "errors")
@@ -159,7 +239,7 @@ class Dispatcher:
 
     def __init__(self, hooks: Iterable[NodeHooks]) -> None:
         table: dict[type[ev.LifecycleEvent], list[EventCallback]] = {}
-        for hook in hooks:
+        for hook in (part for h in hooks for part in hook_parts(h)):
             per: list[tuple[type[ev.LifecycleEvent], EventCallback]] = []
             if hook.on_node_start is not None:
                 per.append((ev.AttemptStarted, _adapt_start(hook.on_node_start)))
@@ -189,6 +269,8 @@ class Dispatcher:
         return cls in self._table
 
     def _failed(self, cb: EventCallback, exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError) and _run_cancelled():
+            raise exc  # the run itself is being cancelled: that is not the hook's error
         self.errors += 1
         key = id(cb)
         if key not in self._logged:
@@ -196,10 +278,25 @@ class Dispatcher:
             logger.warning(
                 "stroma hook %s raised %s; the run continues (further errors of this hook "
                 "are counted, not logged)",
-                getattr(cb, "__qualname__", repr(cb)),
+                _cb_name(cb),
                 type(exc).__qualname__,
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
+
+    def _timed_out(self, cb: EventCallback) -> None:
+        """Count the timeout and disable ``cb`` for the rest of the run (logged once)."""
+        self.errors += 1
+        table: dict[type[ev.LifecycleEvent], list[EventCallback]] = {}
+        for cls, callbacks in self._table.items():
+            kept = [c for c in callbacks if c is not cb]
+            if kept:
+                table[cls] = kept
+        self._table = table
+        logger.warning(
+            "stroma hook %s did not finish within %gs; it is disabled for the rest of this run",
+            _cb_name(cb),
+            HOOK_TIMEOUT_S,
+        )
 
     def emit(self, event: ev.LifecycleEvent) -> Awaitable[None] | None:
         """Call every callback for ``event``; return an awaitable if some were async."""
@@ -210,7 +307,7 @@ class Dispatcher:
         for cb in callbacks:
             try:
                 result = cb(event)
-            except Exception as exc:  # isolation is the point
+            except BaseException as exc:  # isolation is the point, SystemExit included
                 self._failed(cb, exc)
                 continue
             if result is not None and inspect.isawaitable(result):
@@ -223,13 +320,28 @@ class Dispatcher:
 
     async def _await_all(self, pending: list[tuple[EventCallback, Awaitable[Any]]]) -> None:
         for cb, awaitable in pending:
+            if not any(cb in callbacks for callbacks in self._table.values()):
+                _discard(awaitable)  # disabled while an earlier callback was awaited
+                continue
+            deadline = asyncio.timeout(HOOK_TIMEOUT_S)
             try:
-                async with asyncio.timeout(HOOK_TIMEOUT_S):
+                async with deadline:
                     await awaitable
-            except TimeoutError as exc:
-                self._failed(cb, exc)
-            except Exception as exc:
-                self._failed(cb, exc)
+            except BaseException as exc:
+                if deadline.expired() and not isinstance(exc, asyncio.CancelledError):
+                    self._timed_out(cb)
+                else:
+                    self._failed(cb, exc)
+
+
+def _cb_name(cb: EventCallback) -> str:
+    return getattr(cb, "__qualname__", None) or repr(cb)
+
+
+def _discard(awaitable: Awaitable[Any]) -> None:
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()  # a coroutine never awaited: close it so Python does not warn
 
 
 Dispatcher.EMPTY = Dispatcher(())

@@ -40,7 +40,7 @@ from stroma.errors import (
     UnknownNodeError,
 )
 from stroma.failures import Classifier, PolicyMap, default_policy_map
-from stroma.hooks import NodeHooks, StepHooks
+from stroma.hooks import NodeHooks, StepHooks, compose_hooks
 from stroma.trace import ExecutionResult, RunStatus
 
 __all__ = [
@@ -80,7 +80,9 @@ def stroma_node(node_id: str, contract: NodeContract) -> Callable[[NodeFunction]
     return decorate
 
 
-stroma_step = stroma_node
+def stroma_step(step_id: str, contract: NodeContract) -> Callable[[NodeFunction], NodeFunction]:
+    """:func:`stroma_node` under its step name (the published ``stroma_step(step_id, contract)``)."""
+    return stroma_node(step_id, contract)
 
 
 def parallel(*nodes: NodeFunction) -> NodeFunction:
@@ -114,6 +116,15 @@ def parallel(*nodes: NodeFunction) -> NodeFunction:
     group._stroma_contract = None  # type: ignore[attr-defined]
     group._stroma_children = children  # type: ignore[attr-defined]
     return group
+
+
+def _all_ids(steps: Sequence[_Step]) -> list[str]:
+    """Every node id that can run: the steps and the children of their parallel groups."""
+    ids = []
+    for node_id, func, _ in steps:
+        ids.append(node_id)
+        ids.extend(c._stroma_node_id for c in getattr(func, "_stroma_children", ()))
+    return ids
 
 
 def _name(func: Any) -> str:
@@ -162,8 +173,8 @@ class StromaRunner:
         config = RunConfig(
             budget=budget if budget is not None else ExecutionBudget.unlimited(),
             policy_map=policy_map if policy_map is not None else default_policy_map(),
-            classifiers=list(classifiers or []),
-            hooks=hooks,
+            classifiers=classifiers if classifiers is not None else [],
+            hooks=hooks if hooks is not None else NodeHooks(),
             **config_kwargs,
         )
         manager = (
@@ -184,6 +195,12 @@ class StromaRunner:
         """Checkpoint to Redis (needs the ``redis`` extra: ``pip install 'stroma[redis]'``)."""
         return self.with_store(RedisStore(redis_url, ttl_seconds=ttl_seconds))
 
+    def _set(self, field: str, value: Any) -> StromaRunner:
+        # Every builder's argument goes through RunConfig's own checks (ConfigurationError
+        # naming the field and value), then replaces that one field.
+        setattr(self.config, field, getattr(RunConfig(**{field: value}), field))
+        return self
+
     def with_budget(
         self,
         *,
@@ -198,8 +215,8 @@ class StromaRunner:
         return self
 
     def with_model_fallback(self, model: str, *, to: str, at_budget_pct: float = 0.8) -> StromaRunner:
-        """Once spend reaches ``at_budget_pct`` of the cost budget, nodes that would use
-        ``model`` get ``to`` in ``ctx["_stroma_model"]``, and cost is priced at ``to``."""
+        """Once spend reaches ``at_budget_pct`` of the cost budget, every node that runs gets
+        ``to`` in ``ctx["_stroma_model"]``, and usage reported as ``model`` is priced at ``to``."""
         self.config.model_fallbacks = [
             *self.config.model_fallbacks,
             FallbackPolicy(preferred_model=model, fallback_model=to, at_budget_pct=at_budget_pct),
@@ -208,40 +225,40 @@ class StromaRunner:
 
     def with_classifiers(self, classifiers: Sequence[Classifier]) -> StromaRunner:
         """Use ``classifiers`` (first non-None wins) before the built-in rules."""
-        self.config.classifiers = list(classifiers)
-        return self
+        return self._set("classifiers", classifiers)
 
     def with_hooks(self, hooks: NodeHooks) -> StromaRunner:
-        """Add lifecycle hooks; hooks added earlier (and process-wide ones) still fire."""
-        self.config.hooks = [*self.config.hook_list(), hooks]
+        """Add lifecycle hooks; hooks added earlier (and process-wide ones) still fire.
+
+        ``runner.config.hooks`` is then one NodeHooks calling each in order."""
+        earlier = self.config.hook_list()
+        self.config.hooks = compose_hooks([*earlier, RunConfig(hooks=hooks).hooks])
         return self
 
     def with_context(self, context: dict[str, Any]) -> StromaRunner:
-        """The shared dict passed to nodes that take ``(state, ctx)``."""
+        """The shared dict passed to nodes that take ``(state, ctx)`` (kept as given, not copied)."""
+        if not isinstance(context, dict):
+            raise ConfigurationError(
+                f"with_context() needs a dict, got {type(context).__name__}; e.g. {{'client': client}}"
+            )
         self.config.context = context
         return self
 
     def with_policy_map(self, policy_map: PolicyMap) -> StromaRunner:
         """Retry policy per failure class."""
-        self.config.policy_map = dict(policy_map)
-        return self
+        return self._set("policy_map", policy_map)
 
     def with_node_policies(self, node_policies: dict[str, PolicyMap]) -> StromaRunner:
         """Per-node policy overrides, merged over the global map."""
-        self.config.node_policies = dict(node_policies)
-        return self
+        return self._set("node_policies", node_policies)
 
     def with_node_timeouts(self, node_timeouts: dict[str, float]) -> StromaRunner:
         """Per-node timeouts in milliseconds (TimeoutError: RECOVERABLE by default)."""
-        self.config = self.config.model_copy(
-            update={"node_timeouts": RunConfig(node_timeouts=node_timeouts).node_timeouts}
-        )
-        return self
+        return self._set("node_timeouts", node_timeouts)
 
     def with_trace_dir(self, directory: str | Path) -> StromaRunner:
         """Stream every run to ``<directory>/<run>.jsonl`` as it goes (``stroma-view`` opens it)."""
-        self.config.trace_dir = Path(directory)
-        return self
+        return self._set("trace_dir", directory)
 
     def node(
         self,
@@ -309,6 +326,7 @@ class StromaRunner:
         config = self.config
         run_id = self._run_id()
         steps = self._steps(node_sequence)
+        config.check_node_ids(_all_ids(steps))
         manager = self.checkpoint_manager
         async with manager.lease(run_id):  # one worker per run: a second run() of it is refused
             if config.resume_from is None and "run_id" in config.model_fields_set:
@@ -331,6 +349,7 @@ class StromaRunner:
         """
         config = self.config
         steps = self._steps(node_sequence)
+        config.check_node_ids(_all_ids(steps))
         ids = [s[0] for s in steps]
         manager = self.checkpoint_manager
         async with manager.lease(config.run_id):

@@ -14,8 +14,18 @@ from pydantic import BaseModel
 
 from stroma._schemas import schema_ref
 from stroma.checkpoint._codec import decode_payload, progress_json
+from stroma.errors import SchemaResolutionError
 
 __all__ = ["AsyncInMemoryStore", "InMemoryStore"]
+
+
+def _as_schema(state: BaseModel, schema: object) -> BaseModel:
+    """``state`` validated as ``schema``; a TypeError (SchemaResolutionError) for a non-model."""
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise SchemaResolutionError(
+            f"schema must be a BaseModel type, got {schema!r:.60}; pass the pydantic model class"
+        )
+    return state if isinstance(state, schema) else schema.model_validate(state.model_dump())
 
 
 class InMemoryStore:
@@ -53,7 +63,7 @@ class InMemoryStore:
 
     def save_typed(self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]) -> None:
         """Save ``state`` (validated as ``schema``)."""
-        self.save(run_id, node_id, schema.model_validate(state.model_dump()))
+        self.save(run_id, node_id, _as_schema(state, schema))
 
     def delete(self, run_id: str) -> None:
         """Forget every checkpoint of ``run_id``."""
@@ -104,6 +114,12 @@ class AsyncInMemoryStore:
         if item is None:
             return None
         return decode_payload(item[0], item[1], schema, run_id, node_id)
+
+    async def save_typed(
+        self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]
+    ) -> None:
+        """Save ``state`` (validated as ``schema``)."""
+        await self.save(run_id, node_id, _as_schema(state, schema))
 
     async def delete(self, run_id: str) -> None:
         """Forget every checkpoint of ``run_id``."""

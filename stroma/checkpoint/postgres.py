@@ -30,7 +30,7 @@ from typing import Any
 
 from stroma.checkpoint._codec import JsonStoreMixin
 from stroma.checkpoint.redis import redact_url, scrub, url_secrets
-from stroma.errors import ConfigurationError, StoreUnavailableError
+from stroma.errors import ConfigurationError, MissingExtraError, StoreUnavailableError
 
 __all__ = ["PostgresStore"]
 
@@ -44,9 +44,8 @@ def _import_asyncpg() -> Any:
     try:
         import asyncpg  # noqa: PLC0415 - optional dependency, imported on use
     except ImportError:
-        raise ConfigurationError(
-            "PostgresStore needs the asyncpg package, which is not installed; install it with "
-            "pip install 'stroma[postgres]'"
+        raise MissingExtraError(
+            "asyncpg is required for PostgresStore; install it with pip install 'stroma[postgres]'"
         ) from None
     return asyncpg
 

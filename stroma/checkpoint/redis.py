@@ -40,6 +40,7 @@ from stroma.checkpoint._codec import JsonStoreMixin, decode_payload
 from stroma.errors import (
     CheckpointDataError,
     ConfigurationError,
+    MissingExtraError,
     StoreUnavailableError,
 )
 
@@ -119,14 +120,13 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
-def _import_redis() -> Any:
+def _import_redis(store: str) -> Any:
     try:
         import redis  # noqa: PLC0415 - optional dependency, imported on use
         import redis.asyncio  # noqa: PLC0415
     except ImportError:
-        raise ConfigurationError(
-            "RedisStore needs the redis package, which is not installed; install it with "
-            "pip install 'stroma[redis]'"
+        raise MissingExtraError(
+            f"redis is required for {store}; install it with pip install 'stroma[redis]'"
         ) from None
     return redis
 
@@ -160,7 +160,7 @@ class _RedisBase:
                 f"redis_url must be a URL such as 'redis://localhost:6379/0', got "
                 f"{redact_url(str(redis_url))!r}"
             )
-        self._redis = _import_redis()
+        self._redis = _import_redis(type(self).__name__)
         self._url = redis_url
         self.url = redact_url(redis_url)
         """The store's URL with the password redacted (safe to log)."""

@@ -167,7 +167,10 @@ SCENARIOS: dict[str, Scenario] = {
 def plain_events(result: ExecutionResult) -> list[tuple[str, dict[str, Any]]]:
     """Every lifecycle event of the run as plain data (the live exception object left out)."""
     return [
-        (type(e).__name__, {f.name: getattr(e, f.name) for f in dataclasses.fields(e) if f.name != "exception"})
+        (
+            type(e).__name__,
+            {f.name: getattr(e, f.name) for f in dataclasses.fields(e) if f.name != "exception"},
+        )
         for e in result.trace.log
     ]
 

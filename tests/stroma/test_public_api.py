@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -44,7 +45,8 @@ def test_published_names_import_from_their_published_modules() -> None:
     assert StepContract is stroma.NodeContract
     assert StepViolation is ContractViolation
     assert StepHooks is NodeHooks
-    assert stroma_step is stroma_node
+    assert list(inspect.signature(stroma_step).parameters) == ["step_id", "contract"]
+    assert list(inspect.signature(stroma_node).parameters) == ["node_id", "contract"]
     assert all(
         x is not None
         for x in (

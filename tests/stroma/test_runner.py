@@ -507,7 +507,7 @@ async def test_budget_config_and_builders_return_the_runner() -> None:
     assert runner.with_classifiers([classifier]).config.classifiers == [classifier]
     assert runner.with_policy_map({}).config.policy_map == {}
     assert runner.with_node_timeouts({"a": 5}).config.node_timeouts == {"a": 5}
-    with pytest.raises(ValueError, match="positive number of milliseconds"):
+    with pytest.raises(ConfigurationError, match="positive number of milliseconds"):
         runner.with_node_timeouts({"a": 0})
     assert runner.with_context({"k": 1}).config.context == {"k": 1}
 
