@@ -86,8 +86,7 @@ class RunConfig(CheckedModel):
         if isinstance(value, list | tuple):
             return compose_hooks(value)
         raise ConfigurationError(
-            f"hooks = {shown(value)}: pass a NodeHooks (or a list of them), "
-            "e.g. NodeHooks(on_node_start=...)"
+            f"hooks = {shown(value)}: pass a NodeHooks (or a list of them), e.g. NodeHooks(on_node_start=...)"
         )
 
     @field_validator("classifiers", mode="before")

@@ -322,9 +322,7 @@ async def check_delete_removes_exactly_one_run(target: ConformanceTarget) -> Non
         for run in alive:
             got = await _load(store, run, "a")
             if got != ConformanceSmall(run=run, node="a", seq=1):
-                raise _fail(
-                    name, store, f"delete({victim!r}) also removed or changed run {run!r}"
-                )
+                raise _fail(name, store, f"delete({victim!r}) also removed or changed run {run!r}")
 
 
 async def check_commit_writes_progress(target: ConformanceTarget) -> None:
@@ -338,9 +336,7 @@ async def check_commit_writes_progress(target: ConformanceTarget) -> None:
         state = ConformanceSmall(run=run_id, node=node, seq=seq)
         progress = RunProgress(run_id=run_id, last_node=node, committed=seq, tokens=10 * seq)
         await manager.commit(run_id, node, state, progress)
-    if await manager.resume(run_id, "a", ConformanceSmall) != ConformanceSmall(
-        run=run_id, node="a", seq=1
-    ):
+    if await manager.resume(run_id, "a", ConformanceSmall) != ConformanceSmall(run=run_id, node="a", seq=1):
         raise _fail(name, store, "the first committed checkpoint did not load back")
     got = await manager.load_progress(run_id)
     if got is None or (got.last_node, got.committed, got.tokens) != ("b", 2, 20):
@@ -357,8 +353,10 @@ async def check_ttl_applied(target: ConformanceTarget) -> None:
     probe = target.ttl_of or getattr(store, "ttl_remaining", None)
     if probe is None:
         raise _fail(
-            name, store, "it has ttl_seconds but no ttl_remaining(run_id); pass ttl_of= to the "
-            "conformance suite so the TTL can be checked"
+            name,
+            store,
+            "it has ttl_seconds but no ttl_remaining(run_id); pass ttl_of= to the "
+            "conformance suite so the TTL can be checked",
         )
     from stroma.checkpoint import RunProgress  # noqa: PLC0415 - import cycle
 
@@ -434,8 +432,10 @@ async def check_hostile_payloads_refused(target: ConformanceTarget) -> None:
     writer = target.write_raw or getattr(store, "save_raw", None)
     if writer is None:
         raise _fail(
-            name, store, "it has no save_raw; pass write_raw= to the conformance suite so "
-            "hostile payloads can be planted in its storage"
+            name,
+            store,
+            "it has no save_raw; pass write_raw= to the conformance suite so "
+            "hostile payloads can be planted in its storage",
         )
     good_ref = schema_ref(ConformanceSmall)
     valid = ConformanceSmall(run="r", node="n", seq=1).model_dump_json()
@@ -444,10 +444,13 @@ async def check_hostile_payloads_refused(target: ConformanceTarget) -> None:
         ("builtins:eval", valid, "builtins:eval", SchemaResolutionError),
         ("builtins:dict", valid, "builtins:dict", SchemaResolutionError),
         ("no colon", valid, "ConformanceSmall", SchemaResolutionError),
-        ("pickle text", pickle.dumps({"a": 1}, protocol=0).decode("ascii"), good_ref,
-         CheckpointDataError),
-        ("pickle bytes", pickle.dumps(ConformanceSmall(run="r", node="n", seq=1), protocol=5),
-         good_ref, CheckpointDataError),
+        ("pickle text", pickle.dumps({"a": 1}, protocol=0).decode("ascii"), good_ref, CheckpointDataError),
+        (
+            "pickle bytes",
+            pickle.dumps(ConformanceSmall(run="r", node="n", seq=1), protocol=5),
+            good_ref,
+            CheckpointDataError,
+        ),
         ("not json", "{not json", good_ref, CheckpointDataError),
         ("deep json", DEEP_JSON, good_ref, CheckpointDataError),
         ("wrong shape", '{"run": 5}', good_ref, CheckpointDataError),
@@ -472,8 +475,9 @@ async def check_hostile_payloads_refused(target: ConformanceTarget) -> None:
                 continue
             except Exception as exc:
                 raise _fail(
-                    name, store, f"{how} of a {label} payload raised {type(exc).__name__}: "
-                    f"{exc}, not {expected.__name__}"
+                    name,
+                    store,
+                    f"{how} of a {label} payload raised {type(exc).__name__}: {exc}, not {expected.__name__}",
                 ) from exc
             raise _fail(name, store, f"{how} of a {label} payload returned {got!r}")
     await _call(store.delete, run_id)
@@ -504,9 +508,7 @@ async def run_conformance_check(
     """Run one named check on ``store``; raises ConformanceError (an AssertionError) on failure."""
     check = CONFORMANCE_CHECKS.get(name)
     if check is None:
-        raise KeyError(
-            f"no conformance check named {name!r}; the checks are {sorted(CONFORMANCE_CHECKS)}"
-        )
+        raise KeyError(f"no conformance check named {name!r}; the checks are {sorted(CONFORMANCE_CHECKS)}")
     await check(ConformanceTarget(store, write_raw, ttl_of))
 
 

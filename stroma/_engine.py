@@ -729,7 +729,7 @@ class ReliabilityContext:
         """
         if ctx is None:
             ctx = self.context
-        policies, max_attempts = self._policy(step_id)
+        policies, max_attempts = self._policy(step_id) if self._node_policies else self._default_policy
         node_t0 = self._mono()
         if self._limited:
             await self._deny_carried_spend(step_id, node_t0, max_attempts)
@@ -788,16 +788,10 @@ class ReliabilityContext:
         mono = self._mono
         t0 = mono()
         offset = self._wall0 - self._mono0
+        # positional on the hot path (keywords cost more than the rest of the record): the
+        # order is AttemptRecord's, and test_one_loop checks every field of the events built from it
         rec = AttemptRecord(
-            node_id=step_id,
-            run_id=self.run_id,
-            attempt=attempt,
-            max_attempts=max_attempts,
-            started=offset + t0,
-            input_state=in_state,
-            model=model,
-            idempotency_key=key,
-            node_t0=offset + node_t0,
+            step_id, self.run_id, attempt, max_attempts, offset + t0, in_state, model, offset + node_t0
         )
         pending = self._rec.begin(rec)
         if pending is not None:

@@ -67,9 +67,7 @@ class FailurePolicy(CheckedModel):
 
     model_config = ConfigDict(frozen=True)
 
-    max_retries: int = Field(
-        default=3, ge=0, validation_alias=AliasChoices("max_retries", "max_attempts")
-    )
+    max_retries: int = Field(default=3, ge=0, validation_alias=AliasChoices("max_retries", "max_attempts"))
     backoff_seconds: float = Field(default=1.0, ge=0.0, le=MAX_BACKOFF_S, allow_inf_nan=False)
 
     @property

@@ -148,6 +148,7 @@ def hook_parts(hooks: NodeHooks | None) -> list[NodeHooks]:
     parts = hooks.parts if isinstance(hooks, HookChain) else (hooks,)
     return [p for p in parts if any(getattr(p, f.name) is not None for f in fields(p))]
 
+
 _EVENT_CALLBACKS: dict[str, type[ev.LifecycleEvent]] = {
     "on_run_start": ev.RunStarted,
     "on_run_end": ev.RunFinished,

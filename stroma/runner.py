@@ -326,7 +326,8 @@ class StromaRunner:
         config = self.config
         run_id = self._run_id()
         steps = self._steps(node_sequence)
-        config.check_node_ids(_all_ids(steps))
+        if config.node_timeouts:
+            config.check_node_ids(_all_ids(steps))
         manager = self.checkpoint_manager
         async with manager.lease(run_id):  # one worker per run: a second run() of it is refused
             if config.resume_from is None and "run_id" in config.model_fields_set:
@@ -349,7 +350,8 @@ class StromaRunner:
         """
         config = self.config
         steps = self._steps(node_sequence)
-        config.check_node_ids(_all_ids(steps))
+        if config.node_timeouts:
+            config.check_node_ids(_all_ids(steps))
         ids = [s[0] for s in steps]
         manager = self.checkpoint_manager
         async with manager.lease(config.run_id):

@@ -127,7 +127,6 @@ class AttemptRecord:
     """Wall-clock time the attempt started."""
     input_state: State
     model: str | None
-    idempotency_key: str
     node_t0: float
     """Wall-clock time the node (its first attempt) started."""
     ended: float = 0.0
@@ -144,6 +143,11 @@ class AttemptRecord:
     checkpoint_ms: float = 0.0
     failure: str | None = None
     message: str | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """``run_id:node_id``: the same for every attempt of the node and across resumes."""
+        return f"{self.run_id}:{self.node_id}"
 
 
 def attempt_opened(rec: AttemptRecord, decode: StateDecoder) -> list[LifecycleEvent]:

@@ -115,9 +115,7 @@ class AsyncInMemoryStore:
             return None
         return decode_payload(item[0], item[1], schema, run_id, node_id)
 
-    async def save_typed(
-        self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]
-    ) -> None:
+    async def save_typed(self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]) -> None:
         """Save ``state`` (validated as ``schema``)."""
         await self.save(run_id, node_id, _as_schema(state, schema))
 

@@ -472,16 +472,25 @@ async def test_a_function_without_a_contract_is_refused_with_how_to_fix() -> Non
     assert "@runner.node('plain', input=" in str(info.value)
 
 
-async def test_duplicate_nodes_and_empty_pipelines_are_refused() -> None:
-    """Node ids key checkpoints, so a node twice is an error; so is an empty pipeline."""
+async def test_duplicate_nodes_are_refused() -> None:
+    """Node ids key checkpoints, so a node twice is an error, as is a reserved id."""
     runner = StromaRunner.quick()
     (node,) = make_chain(runner, 1)
     with pytest.raises(ConfigurationError, match="appears twice"):
         await runner.run([node, node], Count(n=0))
-    with pytest.raises(ConfigurationError, match="empty"):
-        await runner.run([], Count(n=0))
     with pytest.raises(ConfigurationError, match="reserves"):
         runner.node("__stroma_run__", input=Count, output=Count)
+
+
+async def test_an_empty_pipeline_completes_at_once_with_its_initial_state() -> None:
+    """run([], state) is COMPLETED at once (0.3.2): the initial state is the final state, no attempt."""
+    runner = StromaRunner.quick()
+    result = await runner.run([], Count(n=3))
+    assert result.status is RunStatus.COMPLETED
+    assert result.final_state == Count(n=3)
+    assert len(result.trace) == 0
+    plain = await runner.run([], {"n": 3})
+    assert plain.final_state == {"n": 3}
 
 
 async def test_each_run_without_an_explicit_run_id_gets_a_new_one(clock: FakeClock) -> None:
