@@ -153,12 +153,7 @@ def split_output(raw: Any, node_id: str) -> tuple[Any, int, int, str | None]:
                 raise TypeError
         except (TypeError, ValueError):
             pass
-        else:
-            if in_tokens < 0 or out_tokens < 0:
-                raise NodeReturnTypeError(
-                    f"node '{node_id}' reported negative token counts ({in_tokens}, {out_tokens}); "
-                    "token counts are whole numbers >= 0"
-                )
+        else:  # the tracker refuses negative counts (InvalidUsageError), inside the attempt
             return raw[0], in_tokens, out_tokens, model
     raise NodeReturnTypeError(
         f"node '{node_id}' returned {type(raw).__name__} ({_short(raw)}); a node returns a dict "
@@ -307,6 +302,7 @@ class ReliabilityContext:
     __slots__ = (
         "_budget",
         "_carried",
+        "_children_done",
         "_classifiers",
         "_clock",
         "_committed",
@@ -322,6 +318,7 @@ class ReliabilityContext:
         "_node_policies",
         "_policies",
         "_rec",
+        "_resuming",
         "_t0",
         "_timeouts",
         "_wall0",
@@ -386,6 +383,8 @@ class ReliabilityContext:
         self._node_policies = config.node_policies
         self._default_policy = (config.policy_map, _max_attempts(config.policy_map))
         self._policies: dict[str, tuple[dict[FailureClass, FailurePolicy], int]] = {}
+        self._children_done: dict[str, dict[str, dict[str, Any]]] = {}  # group -> child -> output
+        self._resuming = False
         self._committed = 0
         self._last_node: str | None = None
         self._t0 = self._mono0
@@ -497,6 +496,7 @@ class ReliabilityContext:
         self.tracker.total_latency_ms = progress.latency_ms
         self._committed = progress.committed
         self._last_node = progress.last_node
+        self._resuming = True
 
     async def start_run(
         self,
@@ -1069,6 +1069,27 @@ class ReliabilityContext:
 
     # -- parallel groups ---------------------------------------------------------------------
 
+    async def _restore_children(self, children: Sequence[Callable[..., Any]], done: dict[str, Any]) -> None:
+        """On resume: the children of a group that were committed before it failed or was cut off."""
+        manager = self.checkpoint_manager
+        if manager is None:
+            return
+        for child in children:
+            child_id: str = child._stroma_node_id  # type: ignore[attr-defined]
+            contract: NodeContract | None = getattr(child, "_stroma_contract", None)
+            schema = contract.output_schema if contract is not None else UntypedState
+            loaded = await manager.resume(self.run_id, child_id, schema)
+            if loaded is not None:
+                done[child_id] = loaded.model_dump()
+                await self.emit(
+                    ev.NodeRestored(
+                        run_id=self.run_id,
+                        ts=self._now(),
+                        node_id=child_id,
+                        output_state=loaded.model_dump(mode="json"),
+                    )
+                )
+
     async def _run_group(
         self, group: Callable[..., Any], state: Any, ctx: Any, group_id: str, rec: AttemptRecord
     ) -> tuple[dict[str, Any], int, int, str | None]:
@@ -1103,9 +1124,23 @@ class ReliabilityContext:
             own[IDEMPOTENCY_KEY] = f"{run_id}:{group_id}/{child_id}"
             return own
 
+        done = self._children_done.setdefault(group_id, {})
+        if rec.attempt == 1 and self._resuming:
+            await self._restore_children(children, done)
+        manager = self.checkpoint_manager
+
+        async def child_succeeded(child_id: str, output: BaseModel) -> None:
+            # kept, then committed on its own: neither a retry of the group (from memory) nor a
+            # resume (from the store) runs it again
+            done[child_id] = output.model_dump()
+            if manager is not None:
+                await manager.checkpoint(run_id, child_id, output)
+
         spent = _Usage()
         try:
-            return await fan_out(children, state, child_ctx, child_started, child_finished, spent)
+            return await fan_out(
+                children, state, child_ctx, child_started, child_finished, spent, done, child_succeeded
+            )
         finally:  # what the children spent counts, whether or not a sibling failed
             rec.input_tokens, rec.output_tokens, rec.used_model = (
                 spent.input_tokens,
@@ -1158,18 +1193,25 @@ async def fan_out(
     started: Callable[[str], Awaitable[float]] | None = None,
     finished: Callable[[str, float, str, str | None], Awaitable[None]] | None = None,
     spent: _Usage | None = None,
+    restored: dict[str, dict[str, Any]] | None = None,
+    succeeded: Callable[[str, BaseModel], Awaitable[None]] | None = None,
 ) -> tuple[dict[str, Any], int, int, str | None]:
     """Run ``children`` concurrently on ``state``; validate each against its contract; merge.
 
     ``ctx`` is the context every child gets, or a function of the child's id that returns it.
-    The first failure cancels the siblings (nothing of theirs is kept) and propagates; what the
-    children that finished reported is added to ``spent`` either way.
-    Returns (merged output, input tokens, output tokens, last reported model).
+    Children in ``restored`` (id -> output) are not run again; ``succeeded`` is told of each child
+    that succeeds, before it counts as finished. The first failure cancels the siblings (a
+    cancelled child keeps nothing) and propagates; what the children that finished reported is
+    added to ``spent`` either way. Returns (merged output, input tokens, output tokens, last
+    reported model).
     """
     usage = spent if spent is not None else _Usage()
+    finished_outputs = restored if restored is not None else {}
 
     async def run_child(child: Callable[..., Any]) -> dict[str, Any]:
         child_id: str = getattr(child, "_stroma_node_id", getattr(child, "__name__", "child"))
+        if child_id in finished_outputs:
+            return finished_outputs[child_id]
         contract: NodeContract | None = getattr(child, "_stroma_contract", None)
         t0 = await started(child_id) if started is not None else 0.0
         try:
@@ -1180,9 +1222,10 @@ async def fan_out(
             usage.input_tokens += in_tokens
             usage.output_tokens += out_tokens
             usage.model = model or usage.model
-            if contract is not None:
-                out = validate_boundary(contract, "output", out)
-            out_dict = out.model_dump() if isinstance(out, BaseModel) else dict(out)
+            model_out = _validated_output(contract, out)
+            if succeeded is not None:
+                await succeeded(child_id, model_out)
+            out_dict = model_out.model_dump()
         except asyncio.CancelledError:
             if finished is not None:
                 await asyncio.shield(finished(child_id, t0, "cancelled", None))
