@@ -218,25 +218,33 @@ class AdapterRuns:
     def node_decorator(self, node_id: str, contract: NodeContract) -> Callable[[Any], Any]:
         """A decorator marking a framework node function as the Stroma node ``node_id``, with
         ``contract`` registered here; the function is returned unchanged."""
-        self.register(node_id, contract)
-        return stroma_node(node_id, contract)
+        decorate = stroma_node(node_id, contract)  # checks both first
+        self.registry.register(contract)
+        return decorate
 
-    def _config(self) -> RunConfig:
+    def _config(self, name: str | None) -> RunConfig:
         config = self.runner.config
+        update: dict[str, Any] = {}
         if self.framework_classifiers:
-            classifiers = [*self.framework_classifiers, *config.classifiers]
-            config = config.model_copy(update={"classifiers": classifiers})
-        return config
+            update["classifiers"] = [*self.framework_classifiers, *config.classifiers]
+        if name and "pipeline_name" not in config.model_fields_set:
+            update["pipeline_name"] = name
+        return config.model_copy(update=update) if update else config
 
     @contextlib.asynccontextmanager
-    async def run(self, pipeline: Sequence[str]) -> AsyncIterator[ReliabilityContext]:
-        """The Stroma run of one framework invocation; joins the enclosing run if there is one."""
+    async def run(
+        self, pipeline: Sequence[str], name: str | None = None
+    ) -> AsyncIterator[ReliabilityContext]:
+        """The Stroma run of one framework invocation; joins the enclosing run if there is one.
+
+        ``name`` (the graph's or flow's) is the run's pipeline name unless the settings set one.
+        """
         active = _current.get()
         if active is not None:
             yield active.rctx
             return
         rctx = ReliabilityContext(
-            self._config(), self.registry, self.checkpoint_manager, run_id=self.runner._run_id()
+            self._config(name), self.registry, self.checkpoint_manager, run_id=self.runner._run_id()
         )
         run = _Run(rctx)
         token = _current.set(run)

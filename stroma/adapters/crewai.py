@@ -109,7 +109,7 @@ class CrewAIAdapter(AdapterRuns):
             return
 
         async def kickoff_async(*args: Any, **kwargs: Any) -> Any:
-            async with self.run(pipeline):
+            async with self.run(pipeline, flow.name or type(flow).__name__):
                 return await kickoff(*args, **kwargs)
 
         kickoff_async._stroma_adapted = True  # type: ignore[attr-defined]

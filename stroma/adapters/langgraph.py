@@ -167,12 +167,17 @@ class LangGraphAdapter(AdapterRuns):
     def open_runs(self, compiled: Any, pipeline: list[str]) -> None:
         """Make each ``ainvoke``/``astream`` of ``compiled`` one Stroma run (both go through
         ``astream``)."""
+        for node in compiled.nodes.values():
+            if getattr(getattr(node.bound, "afunc", None), _ADAPTED, None):
+                # LangGraph would build a node's pydantic-annotated input itself (and raise its
+                # own ValidationError); the adapted node gets the state keys and Stroma checks them.
+                node.mapper = None
         stream = compiled.astream
         if getattr(stream, _ADAPTED, None):
             return
 
         async def astream(*args: Any, **kwargs: Any) -> Any:
-            async with self.run(pipeline):
+            async with self.run(pipeline, getattr(compiled, "name", None)):
                 async for chunk in stream(*args, **kwargs):
                     yield chunk
 
