@@ -58,4 +58,3 @@ class DeepAgentsAdapter(LangGraphAdapter):
         runner: Settings = None,
     ) -> None:
         super().__init__(registry, runner, checkpoint_store=checkpoint_store)
-

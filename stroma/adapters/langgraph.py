@@ -65,7 +65,6 @@ class LangGraphAdapter(AdapterRuns):
     framework = ("langgraph", "langgraph")
     framework_classifiers = (_control_flow,)
 
-
     def wrap(self, graph: Any) -> Any:
         """Adapt the decorated nodes of ``graph`` (a ``StateGraph``, before or after
         ``compile()``, or a compiled graph) in place; return ``graph``."""

@@ -23,6 +23,6 @@ __all__ = ["Otel", "clock", "framework", "otel"]
 def framework(module: str) -> ModuleType:
     """Import ``module``, skipping the calling test module when it is missing (unless required)."""
     required = {name.strip() for name in os.environ.get("STROMA_REQUIRE_FRAMEWORKS", "").split(",")}
-    if module.split(".")[0] in required:
+    if module.split(".", maxsplit=1)[0] in required:
         return importlib.import_module(module)
     return pytest.importorskip(module)

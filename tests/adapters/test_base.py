@@ -26,9 +26,9 @@ from stroma.adapters import (
     LoopAdapter,
     StepInterceptor,
     TurnAdapter,
+    base,
     extract_state_dict,
 )
-from stroma.adapters import base
 from stroma.adapters.base import AdapterRuns
 from stroma.testing import FakeClock
 

@@ -139,7 +139,8 @@ async def test_retries_and_usage_inside_ainvoke_become_stroma_spans(otel: Otel, 
         ("fetch", 3, None),
         ("count", 1, None),
     ]
-    assert "fetch" in adapter.registry and "count" in adapter.registry
+    assert "fetch" in adapter.registry
+    assert "count" in adapter.registry
 
     run = otel.one()
     assert run.shape() == (
@@ -214,7 +215,12 @@ async def test_a_compiled_graph_is_wrapped_and_writes_a_run_file(tmp_path: Path,
     assert record.header.status == "COMPLETED"
     assert list(record.header.pipeline) == ["fetch", "count"]
     assert record.header.pipeline_name == "LangGraph"  # the graph's name when the settings name none
-    assert [(t.node_id, t.attempt) for t in record.attempts()] == [("fetch", 1), ("fetch", 2), ("fetch", 3), ("count", 1)]
+    assert [(t.node_id, t.attempt) for t in record.attempts()] == [
+        ("fetch", 1),
+        ("fetch", 2),
+        ("fetch", 3),
+        ("count", 1),
+    ]
 
 
 async def test_parallel_branches_are_steps_of_one_run(clock: FakeClock) -> None:
