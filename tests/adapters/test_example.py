@@ -1,0 +1,38 @@
+"""examples/langgraph_adapter.py runs end to end and leaves run files the viewer can open."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from stroma import load_run
+from tests.adapters.conftest import framework
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_langgraph_example_retries_prices_and_stops_a_violation(tmp_path: Path) -> None:
+    """The example retries 'search', prices 'summarize', catches the violation and writes two runs."""
+    framework("langgraph")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "langgraph_adapter.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "summary: 3 documents found" in out
+    assert "status: COMPLETED; retried 'search' 1 time(s)" in out
+    assert "tokens: 340" in out
+    assert (
+        "caught at the boundary -> Contract violation for 'summarize' (output): summary: Field required"
+        in out
+    )
+    assert "status: FAILED" in out
+    statuses = sorted(load_run(path).header.status or "" for path in tmp_path.glob("*.jsonl"))
+    assert statuses == ["COMPLETED", "FAILED"]
