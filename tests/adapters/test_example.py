@@ -36,3 +36,26 @@ def test_langgraph_example_retries_prices_and_stops_a_violation(tmp_path: Path) 
     assert "status: FAILED" in out
     statuses = sorted(load_run(path).header.status or "" for path in tmp_path.glob("*.jsonl"))
     assert statuses == ["COMPLETED", "FAILED"]
+
+
+def test_readme_adapter_section_runs_and_prints_what_it_says(tmp_path: Path) -> None:
+    """The README's LangGraph snippet runs as written and prints the output its comments show."""
+    framework("langgraph")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Using Stroma inside LangGraph / DeepAgents / CrewAI", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "readme_adapter.py"
+    script.write_text(code, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [
+        "{'question': 'why?', 'answer': 'WHY?'}",
+        "COMPLETED 15",
+    ]
