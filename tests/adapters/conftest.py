@@ -4,7 +4,7 @@
   ``STROMA_REQUIRE_FRAMEWORKS`` (comma-separated top-level names, set by ``.ci/run``) lists it,
   so CI cannot pass by skipping.
 - ``otel`` / ``clock``: the in-memory OpenTelemetry providers and the fake clock of the
-  stroma_otel tests.
+  stroma_otel tests (``UNSET`` / ``ERROR``: span statuses in their tree shapes).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import pytest
 
 from tests.stroma_otel.conftest import Otel, clock, otel
 
-__all__ = ["Otel", "clock", "framework", "otel"]
+__all__ = ["ERROR", "UNSET", "Otel", "clock", "framework", "otel"]
+
+UNSET, ERROR = "UNSET", "ERROR"  # span status codes, as SpanNode.shape() spells them
 
 
 def framework(module: str) -> ModuleType:

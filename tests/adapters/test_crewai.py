@@ -19,12 +19,10 @@ from stroma import (
 from stroma.adapters.crewai import CrewAIAdapter, stroma_crewai_step
 from stroma.testing import FakeClock
 from stroma_otel import attributes as a
-from tests.adapters.conftest import Otel, framework
+from tests.adapters.conftest import ERROR, UNSET, Otel, framework
 
 flow_mod = framework("crewai.flow.flow")
 Flow, start, listen = flow_mod.Flow, flow_mod.start, flow_mod.listen
-
-UNSET, ERROR = "UNSET", "ERROR"
 
 
 class Brief(BaseModel):

@@ -19,13 +19,11 @@ from stroma import (
 from stroma import events as ev
 from stroma.adapters.deepagents import DeepAgentsAdapter, stroma_deepagents_node
 from stroma.testing import FakeClock, capture_events
-from tests.adapters.conftest import Otel, framework
+from tests.adapters.conftest import ERROR, UNSET, Otel, framework
 
 create_deep_agent = framework("deepagents").create_deep_agent
 fake_models = framework("langchain_core.language_models.fake_chat_models")
 AIMessage = framework("langchain_core.messages").AIMessage
-
-UNSET, ERROR = "UNSET", "ERROR"
 
 
 class ScriptedModel(fake_models.FakeMessagesListChatModel):  # type: ignore[misc]

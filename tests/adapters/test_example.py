@@ -13,11 +13,10 @@ from tests.adapters.conftest import framework
 ROOT = Path(__file__).parents[2]
 
 
-def test_langgraph_example_retries_prices_and_stops_a_violation(tmp_path: Path) -> None:
-    """The example retries 'search', prices 'summarize', catches the violation and writes two runs."""
-    framework("langgraph")
+def run_script(path: Path, *args: str) -> str:
+    """Run a Python script with this checkout importable; its stdout (it must exit 0)."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "langgraph_adapter.py"), "--out", str(tmp_path)],
+        [sys.executable, str(path), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -25,7 +24,13 @@ def test_langgraph_example_retries_prices_and_stops_a_violation(tmp_path: Path) 
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
+    return proc.stdout
+
+
+def test_langgraph_example_retries_prices_and_stops_a_violation(tmp_path: Path) -> None:
+    """The example retries 'search', prices 'summarize', catches the violation and writes two runs."""
+    framework("langgraph")
+    out = run_script(ROOT / "examples" / "langgraph_adapter.py", "--out", str(tmp_path))
     assert "summary: 3 documents found" in out
     assert "status: COMPLETED; retried 'search' 1 time(s)" in out
     assert "tokens: 340" in out
@@ -46,16 +51,7 @@ def test_readme_adapter_section_runs_and_prints_what_it_says(tmp_path: Path) -> 
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     script = tmp_path / "readme_adapter.py"
     script.write_text(code, encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines() == [
+    assert run_script(script).splitlines() == [
         "{'question': 'why?', 'answer': 'WHY?'}",
         "COMPLETED 15",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -22,14 +23,12 @@ from stroma import events as ev
 from stroma.adapters.langgraph import LangGraphAdapter, stroma_langgraph_node
 from stroma.testing import FakeClock, capture_events
 from stroma_otel import attributes as a
-from tests.adapters.conftest import Otel, framework
+from tests.adapters.conftest import ERROR, UNSET, Otel, framework
 
 graph_mod = framework("langgraph.graph")
 StateGraph, START, END = graph_mod.StateGraph, graph_mod.START, graph_mod.END
 InMemorySaver = framework("langgraph.checkpoint.memory").InMemorySaver
 interrupt = framework("langgraph.types").interrupt
-
-UNSET, ERROR = "UNSET", "ERROR"
 
 
 class State(TypedDict, total=False):
@@ -308,3 +307,25 @@ def test_wrap_refuses_what_is_not_a_langgraph_graph() -> None:
     """Anything but a StateGraph or a compiled graph is a typed error naming what it got."""
     with pytest.raises(ConfigurationError, match="StateGraph or a compiled graph, got dict"):
         LangGraphAdapter(ContractRegistry()).wrap({"nodes": {}})
+
+
+async def test_concurrent_invocations_are_separate_runs(clock: FakeClock) -> None:
+    """Two ainvoke calls at once each get their own Stroma run, with their own nodes."""
+    calls = Calls()
+    calls["fetch"] = 2  # no timeouts left: both runs succeed at once
+    graph = LangGraphAdapter(ContractRegistry()).wrap(build(calls)).compile()
+    with capture_events() as events:
+        first, second = await asyncio.gather(graph.ainvoke({"topic": "a"}), graph.ainvoke({"topic": "b"}))
+    assert (first["words"], second["words"]) == (5, 5)
+    runs = {e.run_id for e in events.of(ev.RunStarted)}
+    assert len(runs) == 2
+    for run_id in runs:
+        nodes = [e.node_id for e in events.of(ev.NodeFinished) if e.run_id == run_id]  # type: ignore[attr-defined]
+        assert nodes == ["fetch", "count"]
+
+
+def test_sync_invoke_says_to_use_the_async_api() -> None:
+    """Adapted nodes are async: LangGraph's invoke() refuses them and points to ainvoke."""
+    graph = LangGraphAdapter(ContractRegistry()).wrap(build(Calls())).compile()
+    with pytest.raises(TypeError, match="ainvoke"):
+        graph.invoke({"topic": "a"})
