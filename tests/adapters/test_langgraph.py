@@ -24,6 +24,7 @@ from stroma.adapters.langgraph import LangGraphAdapter, stroma_langgraph_node
 from stroma.testing import FakeClock, capture_events
 from stroma_otel import attributes as a
 from tests.adapters.conftest import ERROR, UNSET, Otel, framework
+from viewer.model.index import RunIndex
 
 graph_mod = framework("langgraph.graph")
 StateGraph, START, END = graph_mod.StateGraph, graph_mod.START, graph_mod.END
@@ -199,7 +200,7 @@ async def test_an_input_violation_names_the_missing_state_key(clock: FakeClock) 
 
 
 async def test_a_compiled_graph_is_wrapped_and_writes_a_run_file(tmp_path: Path, clock: FakeClock) -> None:
-    """wrap() takes an already compiled graph; astream is one run, saved for stroma-view."""
+    """wrap() takes an already compiled graph; astream is one run, saved for stroma-view to draw."""
     calls = Calls()
     settings = StromaRunner.quick(run_id="lg-run").with_trace_dir(tmp_path)
     adapter = LangGraphAdapter(ContractRegistry(), settings)
@@ -219,6 +220,11 @@ async def test_a_compiled_graph_is_wrapped_and_writes_a_run_file(tmp_path: Path,
         ("fetch", 2),
         ("fetch", 3),
         ("count", 1),
+    ]
+    viewer = RunIndex(record)  # what stroma-view draws
+    assert [(n.node_id, n.status, len(n.attempts)) for n in viewer.ordered()] == [
+        ("fetch", "succeeded", 3),
+        ("count", "succeeded", 1),
     ]
 
 
