@@ -274,7 +274,7 @@ class StromaRunner:
 
     # -- running ----------------------------------------------------------------------------
 
-    def _run_id(self) -> str:
+    def next_run_id(self) -> str:
         # An explicit run_id names one run (and is what resume continues); without one,
         # every run() is a new run with a fresh id.
         config = self.config
@@ -324,7 +324,7 @@ class StromaRunner:
         checkpoint of the node just before it is loaded as the state.
         """
         config = self.config
-        run_id = self._run_id()
+        run_id = self.next_run_id()
         steps = self._steps(node_sequence)
         if config.node_timeouts:
             config.check_node_ids(_all_ids(steps))

@@ -23,13 +23,14 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel
 
 from stroma._config import RunConfig, check_node_id
+from stroma._engine import status_for
 from stroma.checkpoint import AsyncInMemoryStore, CheckpointManager
 from stroma.contracts import ContractRegistry, NodeContract
 from stroma.cost import CostTracker
 from stroma.errors import ConfigurationError
 from stroma.failures import Classifier
 from stroma.middleware import ReliabilityContext
-from stroma.runner import StromaRunner, _status_for, stroma_node
+from stroma.runner import StromaRunner, stroma_node
 from stroma.trace import ExecutionResult, RunStatus
 
 __all__ = [
@@ -244,7 +245,7 @@ class AdapterRuns:
             yield active.rctx
             return
         rctx = ReliabilityContext(
-            self._config(name), self.registry, self.checkpoint_manager, run_id=self.runner._run_id()
+            self._config(name), self.registry, self.checkpoint_manager, run_id=self.runner.next_run_id()
         )
         run = _Run(rctx)
         token = _current.set(run)
@@ -254,7 +255,7 @@ class AdapterRuns:
                 yield rctx
             except Exception as exc:
                 failure = rctx.last_failure
-                await self._finish(run, _status_for(exc, failure[1] if failure else None))
+                await self._finish(run, status_for(exc, failure[1] if failure else None))
                 raise
             except BaseException:
                 rctx.abort()  # cancelled, or the caller stopped reading a stream
@@ -281,7 +282,7 @@ class AdapterRuns:
             async with self.run([node_id]):
                 return await self.run_step(node_id, func, state, contract)
         # The one call into the engine's step loop.
-        output = await run.rctx.execute_step(node_id, func, state, contract=contract)
+        output = await run.rctx.run_step(node_id, func, state, contract=contract)
         run.last_output = output
         return output
 
