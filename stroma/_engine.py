@@ -83,7 +83,6 @@ from stroma.trace import (
     Closed,
     ExecutionResult,
     ExecutionTrace,
-    LogEntry,
     Opened,
     RunStatus,
     State,
@@ -206,17 +205,17 @@ class LiveRecorder:
     file and handed to the listeners. ``begin``/``succeed`` return an awaitable only when an
     async listener needs awaiting."""
 
-    __slots__ = ("_decode", "_dispatch", "_trace", "_writer")
+    __slots__ = ("_add", "_add_attempt", "_decode", "_dispatch", "_writer")
 
     def __init__(self, trace: ExecutionTrace, dispatch: Dispatcher, writer: RunFileWriter | None) -> None:
-        self._trace = trace
+        self._add, self._add_attempt = trace.recorders()
         self._dispatch = dispatch
         self._writer = writer
         self._decode = StateDecoder()
 
     def emit(self, event: ev.LifecycleEvent) -> Awaitable[None] | None:
         """Publish one event."""
-        self._trace.record(event)
+        self._add(event)
         if self._writer is not None:
             self._writer.write(event)
         return self._dispatch.emit(event)
@@ -231,12 +230,12 @@ class LiveRecorder:
 
     def succeed(self, rec: AttemptRecord) -> Awaitable[None] | None:
         """An attempt succeeded: its checkpoint, its success and its node's end."""
-        self._trace.record_attempt(rec)
+        self._add_attempt(rec)
         return self._emit_all(attempt_closed(rec, self._decode))
 
     def fail(self, rec: AttemptRecord) -> None:
         """An attempt failed (its failure events are emitted by the loop)."""
-        self._trace.record_attempt(rec)
+        self._add_attempt(rec)
 
     def flush(self) -> None:
         """Nothing is held back."""
@@ -247,10 +246,10 @@ class QuietRecorder:
     when the trace is read. Anything logged while an attempt is open (a group's children, a budget
     check, a failure) first logs the attempt's opening, so the log keeps the live order."""
 
-    __slots__ = ("_open", "_trace")
+    __slots__ = ("_add", "_add_attempt", "_open")
 
     def __init__(self, trace: ExecutionTrace) -> None:
-        self._trace = trace
+        self._add, self._add_attempt = trace.recorders()
         self._open: AttemptRecord | None = None
 
     def flush(self) -> None:
@@ -258,13 +257,13 @@ class QuietRecorder:
         rec = self._open
         if rec is not None:
             self._open = None
-            self._trace.record(Opened(rec))
+            self._add(Opened(rec))
 
     def emit(self, event: ev.LifecycleEvent) -> None:
         """Log one event."""
         if self._open is not None:
             self.flush()
-        self._trace.record(event)
+        self._add(event)
 
     def begin(self, rec: AttemptRecord) -> None:
         """An attempt starts: held until it ends or something else is logged."""
@@ -274,16 +273,18 @@ class QuietRecorder:
 
     def succeed(self, rec: AttemptRecord) -> None:
         """An attempt succeeded: one log entry stands for all its events when nothing came between."""
-        entry: LogEntry = rec if self._open is rec else Closed(rec)
-        self._open = None
-        self._trace.record(entry)
-        self._trace.record_attempt(rec)
+        if self._open is rec:
+            self._open = None
+            self._add(rec)
+        else:
+            self._add(Closed(rec))
+        self._add_attempt(rec)
 
     def fail(self, rec: AttemptRecord) -> None:
         """An attempt failed: its opening is logged before the failure events."""
         if self._open is rec:
             self.flush()
-        self._trace.record_attempt(rec)
+        self._add_attempt(rec)
 
 
 Recorder = LiveRecorder | QuietRecorder
@@ -623,7 +624,7 @@ class ReliabilityContext:
             tracker.total_tokens,
             tracker.total_cost_usd,
             tracker.total_latency_ms,
-            self._now() if mono is None else self._wall(mono),
+            self._now() if mono is None else self._wall0 - self._mono0 + mono,
         )
 
     # -- budgets and policies ------------------------------------------------------------------
@@ -898,7 +899,7 @@ class ReliabilityContext:
     def _saved(self, rec: AttemptRecord, manager: CheckpointManager, done: float) -> None:
         saved = self._mono()
         rec.store = manager.kind
-        rec.saved = self._wall(saved)
+        rec.saved = self._wall0 - self._mono0 + saved
         rec.checkpoint_ms = (saved - done) * 1000.0
 
     async def _decide(

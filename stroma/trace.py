@@ -11,7 +11,7 @@ Example::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -310,12 +310,13 @@ class ExecutionTrace:
         return items  # type: ignore[return-value]  # every entry is an event now
 
     def record(self, entry: LogEntry) -> None:
-        """Add one entry to the log (the engine's recorder calls this)."""
+        """Add one entry to the log."""
         self._log.append(entry)
 
-    def record_attempt(self, rec: AttemptRecord) -> None:
-        """Add one attempt (the engine's recorder calls this when an attempt ends)."""
-        self._attempts.append(rec)
+    def recorders(self) -> tuple[Callable[[LogEntry], None], Callable[[AttemptRecord], None]]:
+        """The functions the engine records with while the run goes: one adds a log entry, the
+        other an attempt (when it ends)."""
+        return self._log.append, self._attempts.append
 
     def __repr__(self) -> str:
         return f"ExecutionTrace(attempts={len(self._attempts)}, events={len(self.log)})"
