@@ -101,7 +101,7 @@ def hand_in_run(tracer: trace.Tracer) -> NodeHooks:
     same spans at the same events, so ``hand in run - listener`` is what hand-made spans cost
     inside a run. No error handling, no metrics, no timestamps from the events (like ``hand``).
     """
-    runs: dict[str, tuple[trace.Span, Any, dict[str, Any]]] = {}
+    runs: dict[str, tuple[trace.Span, Any, dict[str, Any], Any]] = {}
     set_span = trace.set_span_in_context
 
     def on_event(e: Any) -> None:
@@ -132,14 +132,7 @@ def hand_in_run(tracer: trace.Tracer) -> NodeHooks:
         elif kind is ev.AttemptSucceeded:
             node = runs[e.run_id][2][e.node_id]
             context.detach(node[3])
-            node[2].set_attributes(
-                {
-                    a.GEN_AI_USAGE_INPUT_TOKENS: e.input_tokens,
-                    a.GEN_AI_USAGE_OUTPUT_TOKENS: e.output_tokens,
-                    a.COST_USD: e.cost_usd,
-                }
-            )
-            node[2].end()
+            node[2].end()  # the nodes report no model or usage: no usage attributes
         elif kind is ev.NodeFinished:
             span = runs[e.run_id][2].pop(e.node_id)[0]
             span.set_attributes({a.NODE_ATTEMPTS: e.attempts, a.NODE_OUTCOME: e.outcome})
@@ -156,9 +149,10 @@ def hand_in_run(tracer: trace.Tracer) -> NodeHooks:
             )
             ctx = set_span(span)
             inject(e.carrier, context=ctx)
-            runs[e.run_id] = (span, ctx, {})
+            runs[e.run_id] = (span, ctx, {}, context.attach(ctx))  # current for the run's store I/O
         elif kind is ev.RunFinished:
-            span = runs.pop(e.run_id)[0]
+            span, _, _, token = runs.pop(e.run_id)
+            context.detach(token)
             span.set_attributes(
                 {a.RUN_STATUS: e.status, a.USAGE_TOKENS: e.total_tokens, a.USAGE_COST_USD: e.total_cost_usd}
             )
@@ -190,6 +184,7 @@ def hand_made(tracer: trace.Tracer, nodes: int) -> None:
     run_ctx = trace.set_span_in_context(run)
     carrier: dict[str, str] = {}
     inject(carrier, context=run_ctx)
+    run_token = context.attach(run_ctx)
     for i in range(nodes):
         node_id = f"n{i}"
         node = tracer.start_span(f"node {node_id}", context=run_ctx, attributes={a.NODE_ID: node_id})
@@ -209,19 +204,17 @@ def hand_made(tracer: trace.Tracer, nodes: int) -> None:
             },
         )
         context.detach(token)
-        attempt.set_attributes(
-            {a.GEN_AI_USAGE_INPUT_TOKENS: 0, a.GEN_AI_USAGE_OUTPUT_TOKENS: 0, a.COST_USD: 0.0}
-        )
         attempt.end()
         node.set_attributes({a.NODE_ATTEMPTS: 1, a.NODE_OUTCOME: "succeeded"})
         node.end()
+    context.detach(run_token)
     run.set_attributes({a.RUN_STATUS: "COMPLETED", a.USAGE_TOKENS: 0, a.USAGE_COST_USD: 0.0})
     run.end()
 
 
 def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
     """The same spans written by hand as plain Stroma hooks (no error handling, no metrics)."""
-    runs: dict[str, tuple[trace.Span, Any]] = {}
+    runs: dict[str, tuple[trace.Span, Any, Any]] = {}
     nodes: dict[tuple[str, str], tuple[trace.Span, Any]] = {}
     attempts: dict[tuple[str, str], tuple[trace.Span, object]] = {}
 
@@ -237,7 +230,7 @@ def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
         )
         ctx = trace.set_span_in_context(span)
         inject(e.carrier, context=ctx)
-        runs[e.run_id] = (span, ctx)
+        runs[e.run_id] = (span, ctx, context.attach(ctx))
 
     def node_begin(e: Any) -> None:
         run_ctx = runs[e.run_id][1]
@@ -255,9 +248,6 @@ def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
     def attempt_success(run_id: str, node_id: str, output: dict[str, Any], tokens: int) -> None:
         span, token = attempts.pop((run_id, node_id))
         context.detach(token)  # type: ignore[arg-type]
-        span.set_attributes(
-            {a.GEN_AI_USAGE_INPUT_TOKENS: 0, a.GEN_AI_USAGE_OUTPUT_TOKENS: 0, a.COST_USD: 0.0}
-        )
         span.end()
 
     def checkpoint(e: Any) -> None:
@@ -277,7 +267,8 @@ def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
         span.end()
 
     def run_end(e: Any) -> None:
-        span = runs.pop(e.run_id)[0]
+        span, _, token = runs.pop(e.run_id)
+        context.detach(token)
         span.set_attributes(
             {a.RUN_STATUS: e.status, a.USAGE_TOKENS: e.total_tokens, a.USAGE_COST_USD: e.total_cost_usd}
         )
