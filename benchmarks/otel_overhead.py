@@ -107,7 +107,7 @@ def hand_in_run(tracer: trace.Tracer) -> NodeHooks:
     def on_event(e: Any) -> None:
         kind = type(e)
         if kind is ev.NodeStarted:
-            run_ctx, nodes = runs[e.run_id][1:]
+            run_ctx, nodes = runs[e.run_id][1:3]
             span = tracer.start_span(f"node {e.node_id}", context=run_ctx, attributes={a.NODE_ID: e.node_id})
             nodes[e.node_id] = [span, set_span(span), None, None]
         elif kind is ev.AttemptStarted:

@@ -36,7 +36,7 @@ from stroma import events as ev
 from stroma_otel import attributes as a
 from stroma_otel._metrics import StromaMetrics
 
-__all__ = ["SpanRecorder"]
+__all__ = ["SpanRecorder", "warn_duplicate"]
 
 logger = logging.getLogger("stroma_otel")
 
@@ -52,18 +52,18 @@ _owners: dict[str, SpanRecorder] = {}
 _warned: set[tuple[str, str]] = set()
 
 
-def _warn_duplicate(owner: str, duplicate: str) -> None:
+def warn_duplicate(owner: str, duplicate: str) -> None:
+    """Log, once per pair, that Stroma is instrumented by ``owner`` and again by ``duplicate``."""
     if (owner, duplicate) in _warned:
         return
     _warned.add((owner, duplicate))
-    same = "the same hooks object is added twice" if owner == duplicate else f"{duplicate} too"
+    again = "the same hooks added again" if owner == duplicate else duplicate
     logger.warning(
-        "stroma_otel: Stroma is instrumented twice (by %s and %s); each run is traced once, by %s. "
-        "Keep one of configure(), StromaInstrumentor / opentelemetry-instrument, "
+        "stroma_otel: Stroma is instrumented twice, by %s and by %s; each run is traced once, by "
+        "the first. Keep one of configure(), StromaInstrumentor / opentelemetry-instrument, "
         "with_hooks(otel_hooks())",
         owner,
-        same,
-        owner,
+        again,
     )
 
 
@@ -218,7 +218,7 @@ class SpanRecorder:
         """Handle one lifecycle event; never raises."""
         if event is self._last:
             if type(event) is ev.RunStarted:
-                _warn_duplicate(self.origin, self.origin)
+                warn_duplicate(self.origin, self.origin)
             return
         self._last = event
         handler = self._handlers.get(type(event))
@@ -261,7 +261,7 @@ class SpanRecorder:
             owner = _owners.setdefault(e.run_id, self)
             if owner is not self:
                 if e.run_id in owner._runs:
-                    _warn_duplicate(owner.origin, self.origin)
+                    warn_duplicate(owner.origin, self.origin)
                     return
                 _owners[e.run_id] = self  # the owner's run ended without a RunFinished
         previous = self._runs.pop(e.run_id, None)

@@ -88,7 +88,7 @@ class Otel:
         self.reader = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.reader])
 
-    def hooks(self, *, capture_content: bool = False) -> NodeHooks:
+    def hooks(self, *, capture_content: bool | None = None) -> NodeHooks:
         """``otel_hooks`` on these providers."""
         return otel_hooks(self.tracer_provider, self.meter_provider, capture_content)
 

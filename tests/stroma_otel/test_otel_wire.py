@@ -60,10 +60,10 @@ def parent_of(spans: dict[str, ReceivedSpan], name: str) -> str | None:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_example_exports_through_configure(receiver: OtlpReceiver, protocol: str) -> None:
-    """examples/otel_jaeger.py, run as documented, delivers the span tree and metrics over OTLP."""
+    """examples/otel_jaeger.py, run as documented, delivers the span tree and (asked for) metrics."""
     proc = subprocess.run(
         [sys.executable, str(EXAMPLE)],
-        env=env_for(receiver, protocol),
+        env=env_for(receiver, protocol, OTEL_METRICS_EXPORTER="otlp"),
         capture_output=True,
         text=True,
         timeout=120,
