@@ -240,10 +240,17 @@ else:
         class StromaInstrumentor(_InstrumentorMethods, BaseInstrumentor):
             """Instruments every Stroma run in the process (contrib ``BaseInstrumentor``).
 
-            ``instrument(tracer_provider=None, meter_provider=None, capture_content=False)``
+            ``instrument(tracer_provider=None, meter_provider=None, capture_content=None)``
             registers :func:`otel_hooks` process-wide; ``uninstrument()`` removes them. The
             ``opentelemetry-instrument`` command calls ``instrument()`` through the entry point.
             """
+
+            def instrument(self, **kwargs: Any) -> Any:
+                """Register the hooks process-wide; a second call warns once and does nothing."""
+                if self.is_instrumented_by_opentelemetry:
+                    warn_duplicate(_INSTRUMENTOR, "StromaInstrumentor().instrument() again")
+                    return None
+                return super().instrument(**kwargs)
 
         StromaInstrumentor.__module__ = __name__
         StromaInstrumentor.__qualname__ = "StromaInstrumentor"

@@ -57,13 +57,12 @@ def warn_duplicate(owner: str, duplicate: str) -> None:
     if (owner, duplicate) in _warned:
         return
     _warned.add((owner, duplicate))
-    again = "the same hooks added again" if owner == duplicate else duplicate
     logger.warning(
         "stroma_otel: Stroma is instrumented twice, by %s and by %s; each run is traced once, by "
         "the first. Keep one of configure(), StromaInstrumentor / opentelemetry-instrument, "
         "with_hooks(otel_hooks())",
         owner,
-        again,
+        duplicate,
     )
 
 
@@ -218,7 +217,7 @@ class SpanRecorder:
         """Handle one lifecycle event; never raises."""
         if event is self._last:
             if type(event) is ev.RunStarted:
-                warn_duplicate(self.origin, self.origin)
+                warn_duplicate(self.origin, f"{self.origin} (the same hooks added again)")
             return
         self._last = event
         handler = self._handlers.get(type(event))
