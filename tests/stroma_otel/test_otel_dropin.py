@@ -39,12 +39,17 @@ WAYS = ("opentelemetry-instrument", "configure", "instrumentor", "with_hooks")
 
 
 def _reset_globals() -> None:
+    # As OpenTelemetry's own test utilities do: the set-once guards, the providers, and the
+    # proxies (which remember the provider that was set).
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
+    trace._PROXY_TRACER_PROVIDER = trace.ProxyTracerProvider()
     metrics_internal._METER_PROVIDER_SET_ONCE = Once()
     metrics_internal._METER_PROVIDER = None
+    metrics_internal._PROXY_METER_PROVIDER = metrics_internal._ProxyMeterProvider()
     logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
     logs_internal._LOGGER_PROVIDER = None
+    logs_internal._PROXY_LOGGER_PROVIDER = logs_internal.ProxyLoggerProvider()
 
 
 @pytest.fixture
