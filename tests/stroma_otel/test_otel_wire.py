@@ -233,3 +233,37 @@ def test_export_rejects_bad_input_cleanly(tmp_path: Path, content: str | None, e
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("python -m stroma_otel export: error:")
+
+
+@pytest.mark.timeout(300)
+def test_the_otel_extra_alone_is_enough_for_opentelemetry_instrument(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """``pip install '.[otel]'`` in a fresh virtualenv, then ``opentelemetry-instrument`` exports spans."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    install = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", f"{ROOT}[otel]"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    app = tmp_path / "app.py"
+    app.write_text(textwrap.dedent(APP))
+    env = env_for(receiver, "grpc")
+    del env["PYTHONPATH"]  # the installed package, not the source tree
+    proc = subprocess.run(
+        [str(venv / "bin" / "opentelemetry-instrument"), str(venv / "bin" / "python"), str(app)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "COMPLETED" in proc.stdout
+    assert receiver.wait_for(lambda r: len(r.spans()) >= 3)
+    assert {s.name for s in receiver.spans()} == {"invoke_workflow zero-code", "node only", "attempt only #1"}
