@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,40 @@ from stroma.hooks import NodeHooks
 from stroma.testing import FakeClock, seed_jitter, use_clock
 from stroma_otel import otel_hooks
 from tests.stroma_otel.otlp_receiver import OtlpReceiver
+
+ROOT = Path(__file__).parents[2]
+
+ONE_NODE_APP = """
+import asyncio
+from pydantic import BaseModel
+from stroma import StromaRunner
+
+class Doc(BaseModel):
+    text: str
+
+runner = StromaRunner.quick(pipeline_name="zero-code")
+
+@runner.node("only", input=Doc, output=Doc)
+async def only(state: Doc) -> dict:
+    return {"text": state.text.upper()}
+
+result = asyncio.run(runner.run([only], Doc(text="no code change")))
+print(result.status)
+"""
+"""A program with one Stroma run of one node, for subprocess tests."""
+
+
+def otel_env(**extra: str) -> dict[str, str]:
+    """This process's environment without OTEL_* / STROMA_OTEL_* settings, the source tree on
+    PYTHONPATH, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "STROMA_OTEL_")) or k == "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
 
 
 class Doc(BaseModel):

@@ -4,8 +4,6 @@ answered (connection refused, HTTP 404, gRPC UNIMPLEMENTED) within ``--timeout``
 from __future__ import annotations
 
 import http.server
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,43 +17,10 @@ import grpc
 import pytest
 
 from stroma import StromaRunner
-from tests.stroma_otel.conftest import Doc, Out
+from tests.conftest import _free_port
+from tests.stroma_otel.conftest import ONE_NODE_APP, Doc, Out, otel_env
 
-ROOT = Path(__file__).parents[2]
-
-APP = """
-import asyncio, sys
-from pydantic import BaseModel
-import stroma_otel
-from stroma import StromaRunner
-
-class Doc(BaseModel):
-    text: str
-
-runner = StromaRunner.quick(pipeline_name="exit-test")
-
-@runner.node("only", input=Doc, output=Doc)
-async def only(state: Doc) -> dict:
-    return {"text": state.text}
-
-stroma_otel.configure()
-print(asyncio.run(runner.run([only], Doc(text="x"))).status, flush=True)
-"""
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without OTEL_* variables, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STROMA_OTEL_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
+APP = "import stroma_otel\nstroma_otel.configure()\n" + ONE_NODE_APP
 
 
 def exit_seconds(env: dict[str, str]) -> tuple[float, str, str]:
@@ -77,9 +42,9 @@ def exit_seconds(env: dict[str, str]) -> tuple[float, str, str]:
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_exit_is_prompt_with_no_collector(protocol: str) -> None:
     """configure() with nothing listening: the program exits within 3 s of its last line."""
-    env = clean_env(
+    env = otel_env(
         OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed_port()}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{_free_port()}",
     )
     seconds, out, err = exit_seconds(env)
     assert out.strip() == "COMPLETED", err
@@ -88,9 +53,9 @@ def test_exit_is_prompt_with_no_collector(protocol: str) -> None:
 
 def test_exit_bound_follows_otel_exporter_otlp_timeout() -> None:
     """OTEL_EXPORTER_OTLP_TIMEOUT (seconds) sets the shutdown bound instead of Stroma's 2 s."""
-    env = clean_env(
+    env = otel_env(
         OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed_port()}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{_free_port()}",
         OTEL_EXPORTER_OTLP_TIMEOUT="0.5",
     )
     seconds, out, err = exit_seconds(env)
@@ -151,7 +116,7 @@ def export(path: Path, protocol: str, endpoint: str) -> tuple[subprocess.Complet
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "stroma_otel", "export", "--timeout", "2", str(path)],
-        env=clean_env(OTEL_EXPORTER_OTLP_PROTOCOL=protocol, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint),
+        env=otel_env(OTEL_EXPORTER_OTLP_PROTOCOL=protocol, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint),
         capture_output=True,
         text=True,
         timeout=60,
@@ -163,7 +128,7 @@ def export(path: Path, protocol: str, endpoint: str) -> tuple[subprocess.Complet
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_export_to_nothing_says_connection_refused(run_file: Path, protocol: str) -> None:
     """Nothing listening: one error line saying the connection was refused, within the timeout."""
-    proc, seconds = export(run_file, protocol, f"http://127.0.0.1:{closed_port()}")
+    proc, seconds = export(run_file, protocol, f"http://127.0.0.1:{_free_port()}")
     assert proc.returncode == 1
     assert "connection refused" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

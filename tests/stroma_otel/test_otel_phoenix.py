@@ -27,19 +27,15 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).parents[2]
+from tests.conftest import _free_port
+from tests.stroma_otel.conftest import ROOT, otel_env
+
 EXAMPLE = ROOT / "examples" / "otel_jaeger.py"
 VENV = Path(os.environ.get("STROMA_PHOENIX_VENV", Path.home() / ".cache" / "stroma" / "phoenix-venv"))
 INSTALL_TIMEOUT_S = 1200
 START_TIMEOUT_S = 180
 
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT_S + START_TIMEOUT_S + 120)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _phoenix_binary() -> Path:
@@ -133,13 +129,11 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
 
 def run_example(phoenix: Phoenix, protocol: str, project: str) -> subprocess.CompletedProcess[str]:
     """examples/otel_jaeger.py with the documented variables pointing at Phoenix."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STROMA_OTEL_"))}
-    env.update(
+    env = otel_env(
         OTEL_SERVICE_NAME="stroma-example",
         OTEL_EXPORTER_OTLP_ENDPOINT=phoenix.grpc if protocol == "grpc" else phoenix.http,
         OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
         OTEL_RESOURCE_ATTRIBUTES=f"openinference.project.name={project}",
-        PYTHONPATH=str(ROOT),
     )
     return subprocess.run(
         [sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True, timeout=120, check=False

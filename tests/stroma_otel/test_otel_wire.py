@@ -4,7 +4,6 @@ opentelemetry-instrument and ``python -m stroma_otel export`` send."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,10 +15,9 @@ import pytest
 from stroma import FailureClass, NodeContext, StromaRunner
 from stroma.testing import FakeClock
 from stroma_otel import attributes as a
-from tests.stroma_otel.conftest import Doc, Otel, Out
+from tests.stroma_otel.conftest import ONE_NODE_APP, ROOT, Doc, Otel, Out, otel_env
 from tests.stroma_otel.otlp_receiver import OtlpReceiver, ReceivedSpan
 
-ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "otel_jaeger.py"
 BIN = Path(sys.executable).parent
 
@@ -27,19 +25,43 @@ BIN = Path(sys.executable).parent
 def env_for(receiver: OtlpReceiver, protocol: str, **extra: str) -> dict[str, str]:
     """Environment that points the OTLP exporters at ``receiver``."""
     endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("OTEL_") or k == "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
-    }
-    env.update(
+    return otel_env(
         OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
         OTEL_SERVICE_NAME="wire-test",
-        PYTHONPATH=str(ROOT),
+        **extra,
     )
-    env.update(extra)
-    return env
+
+
+def run_instrumented(bin_dir: Path, python: str, app_dir: Path, env: dict[str, str]) -> None:
+    """``opentelemetry-instrument python app.py`` (ONE_NODE_APP) from ``bin_dir``; it completes."""
+    app = app_dir / "app.py"
+    app.write_text(textwrap.dedent(ONE_NODE_APP))
+    proc = subprocess.run(
+        [str(bin_dir / "opentelemetry-instrument"), python, str(app)],
+        env=env,
+        cwd=app_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "COMPLETED" in proc.stdout
+
+
+def zero_code_tree(receiver: OtlpReceiver) -> dict[str, str | None]:
+    """Span name -> parent name of what ONE_NODE_APP sent (waits for its three spans)."""
+    assert receiver.wait_for(lambda r: len(r.spans()) >= 3)
+    spans = by_name(receiver.spans())
+    return {name: parent_of(spans, name) for name in spans}
+
+
+ZERO_CODE_TREE = {
+    "invoke_workflow zero-code": None,
+    "node only": "invoke_workflow zero-code",
+    "attempt only #1": "node only",
+}
 
 
 def by_name(spans: list[ReceivedSpan]) -> dict[str, ReceivedSpan]:
@@ -101,23 +123,6 @@ def test_example_exports_through_configure(receiver: OtlpReceiver, protocol: str
     assert a.METRIC_FAILURES in metrics
 
 
-APP = """
-import asyncio
-from pydantic import BaseModel
-from stroma import StromaRunner
-
-class Doc(BaseModel):
-    text: str
-
-runner = StromaRunner.quick(pipeline_name="zero-code")
-
-@runner.node("only", input=Doc, output=Doc)
-async def only(state: Doc) -> dict:
-    return {"text": state.text.upper()}
-
-result = asyncio.run(runner.run([only], Doc(text="no code change")))
-print(result.status)
-"""
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -125,8 +130,6 @@ def test_opentelemetry_instrument_traces_stroma_with_no_code_change(
     receiver: OtlpReceiver, tmp_path: Path, protocol: str
 ) -> None:
     """``opentelemetry-instrument python app.py`` finds the entry point and exports the run's spans."""
-    app = tmp_path / "app.py"
-    app.write_text(textwrap.dedent(APP))
     env = env_for(
         receiver,
         protocol,
@@ -134,24 +137,9 @@ def test_opentelemetry_instrument_traces_stroma_with_no_code_change(
         OTEL_METRICS_EXPORTER="otlp",
         OTEL_LOGS_EXPORTER="none",
     )
-    proc = subprocess.run(
-        [str(BIN / "opentelemetry-instrument"), sys.executable, str(app)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "COMPLETED" in proc.stdout
-    assert receiver.wait_for(lambda r: len(r.spans()) >= 3)
-    spans = by_name(receiver.spans())
-    assert {name: parent_of(spans, name) for name in spans} == {
-        "invoke_workflow zero-code": None,
-        "node only": "invoke_workflow zero-code",
-        "attempt only #1": "node only",
-    }
-    assert spans["invoke_workflow zero-code"].resource["service.name"] == "wire-test"
+    run_instrumented(BIN, sys.executable, tmp_path, env)
+    assert zero_code_tree(receiver) == ZERO_CODE_TREE
+    assert by_name(receiver.spans())["invoke_workflow zero-code"].resource["service.name"] == "wire-test"
 
 
 def terminal(exc: Exception, ctx: NodeContext) -> FailureClass | None:
@@ -250,20 +238,7 @@ def test_the_otel_extra_alone_is_enough_for_opentelemetry_instrument(
         check=False,
     )
     assert install.returncode == 0, install.stderr[-2000:]
-    app = tmp_path / "app.py"
-    app.write_text(textwrap.dedent(APP))
     env = env_for(receiver, "grpc")
     del env["PYTHONPATH"]  # the installed package, not the source tree
-    proc = subprocess.run(
-        [str(venv / "bin" / "opentelemetry-instrument"), str(venv / "bin" / "python"), str(app)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "COMPLETED" in proc.stdout
-    assert receiver.wait_for(lambda r: len(r.spans()) >= 3)
-    assert {s.name for s in receiver.spans()} == {"invoke_workflow zero-code", "node only", "attempt only #1"}
+    run_instrumented(venv / "bin", str(venv / "bin" / "python"), tmp_path, env)
+    assert zero_code_tree(receiver) == ZERO_CODE_TREE
