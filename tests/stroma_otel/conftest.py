@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,31 @@ def otel_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
+
+
+EXAMPLE = ROOT / "examples" / "otel_jaeger.py"
+_GROUP = "parallel(check_style,check_facts)"
+EXAMPLE_TREE: dict[str, str | None] = {
+    "invoke_workflow summarize-docs": None,
+    "node summarize": "invoke_workflow summarize-docs",
+    "attempt summarize #1": "node summarize",
+    "attempt summarize #2": "node summarize",
+    f"node {_GROUP}": "invoke_workflow summarize-docs",
+    f"attempt {_GROUP} #1": f"node {_GROUP}",
+    "node check_style": f"attempt {_GROUP} #1",
+    "node check_facts": f"attempt {_GROUP} #1",
+}
+"""Span name -> parent span name of the run examples/otel_jaeger.py makes."""
+
+
+def run_program(
+    args: list[str], env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a program that prints its run's status; assert it exits 0 with a COMPLETED run."""
+    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "COMPLETED" in proc.stdout
+    return proc
 
 
 class Doc(BaseModel):

@@ -28,9 +28,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import _free_port
-from tests.stroma_otel.conftest import ROOT, otel_env
+from tests.stroma_otel.conftest import EXAMPLE, EXAMPLE_TREE, otel_env, run_program
 
-EXAMPLE = ROOT / "examples" / "otel_jaeger.py"
 VENV = Path(os.environ.get("STROMA_PHOENIX_VENV", Path.home() / ".cache" / "stroma" / "phoenix-venv"))
 INSTALL_TIMEOUT_S = 1200
 START_TIMEOUT_S = 180
@@ -135,9 +134,7 @@ def run_example(phoenix: Phoenix, protocol: str, project: str) -> subprocess.Com
         OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
         OTEL_RESOURCE_ATTRIBUTES=f"openinference.project.name={project}",
     )
-    return subprocess.run(
-        [sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return run_program([sys.executable, str(EXAMPLE)], env)
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
@@ -146,9 +143,7 @@ def test_phoenix_receives_one_tree_per_run(phoenix: Phoenix, protocol: str) -> N
     events and the statuses; the program prints no error, though Phoenix takes traces only."""
     project = "stroma-" + protocol.replace("/", "-")
     proc = run_example(phoenix, protocol, project)
-    assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no "Failed to export metrics", no retry warnings
-    assert "COMPLETED" in proc.stdout
     spans = phoenix.spans(project, want=8)
     names = [s["name"] for s in spans]
     assert len(names) == len(set(names)) == 8, names
@@ -156,17 +151,7 @@ def test_phoenix_receives_one_tree_per_run(phoenix: Phoenix, protocol: str) -> N
     by_id = {s["context"]["span_id"]: s["name"] for s in spans}
     roots = [s["name"] for s in spans if s["parent_id"] is None]
     assert roots == ["invoke_workflow summarize-docs"]
-    group = "parallel(check_style,check_facts)"
-    assert {s["name"]: by_id.get(s["parent_id"]) for s in spans} == {
-        "invoke_workflow summarize-docs": None,
-        "node summarize": "invoke_workflow summarize-docs",
-        "attempt summarize #1": "node summarize",
-        "attempt summarize #2": "node summarize",
-        f"node {group}": "invoke_workflow summarize-docs",
-        f"attempt {group} #1": f"node {group}",
-        "node check_style": f"attempt {group} #1",
-        "node check_facts": f"attempt {group} #1",
-    }
+    assert {s["name"]: by_id.get(s["parent_id"]) for s in spans} == EXAMPLE_TREE
     assert len({s["context"]["trace_id"] for s in spans}) == 1
     run = by_name["invoke_workflow summarize-docs"]
     assert run["attributes"]["stroma.run.status"] == "COMPLETED"
