@@ -8,8 +8,9 @@ httpx, their own) nest under the right attempt. A parallel() child gets the same
 its NodeStarted / NodeFinished, which the engine emits from the child's task.
 
 Between RunStarted and RunFinished the run span is the current span of the run's task (so store
-I/O the engine does for the run, auto-instrumented, nests under it), and the attempt span is
-current while an attempt runs.
+I/O the engine does for the run, auto-instrumented, nests under it), a node's span between its
+NodeStarted and NodeFinished (its checkpoint commit nests under the node), and the attempt span
+while an attempt runs.
 
 One tree per run however Stroma was instrumented: the first recorder to see a run's RunStarted
 owns the run; any other recorder in the process (``configure()`` plus ``with_hooks(otel_hooks())``,
@@ -346,6 +347,8 @@ class SpanRecorder:
                 _interrupt(node.attempt, node.attempt_rec)
             _interrupt(node.span, node.rec)
         node.close_attempt(_ns(ts), detach=own_task)
+        if own_task and node.token is not None:
+            otel_context.detach(node.token)  # type: ignore[arg-type]
         node.token = None
         node.span.end(_ns(ts))
 
@@ -368,7 +371,9 @@ class SpanRecorder:
                 attributes={a.NODE_ID: e.node_id},
                 start_time=_ns(e.ts),
             )
-            run.nodes[e.node_id] = _Node(span, span.is_recording())
+            node = run.nodes[e.node_id] = _Node(span, span.is_recording())
+            if self._live:  # current until NodeFinished: the node's commit after its attempt nests here
+                node.token = otel_context.attach(node.ctx)
             return
         # A parallel() child: a sibling node span under the group's current attempt.
         group = run.nodes.get(e.parent)
@@ -406,14 +411,14 @@ class SpanRecorder:
             node = children.pop(e.node_id, None) if children else None
         if node is None:
             return
+        if node.attempt is not None:  # defensive
+            node.close_attempt(_ns(e.ts), detach=True)
         if node.token is not None:
             # "cancelled" is emitted from a shielded helper task (another context): the child's
             # task ends with its own context, so there is nothing to restore there.
             if e.outcome != "cancelled":
                 otel_context.detach(node.token)  # type: ignore[arg-type]
             node.token = None
-        if node.attempt is not None:  # defensive
-            node.close_attempt(_ns(e.ts), detach=True)
         span = node.span
         outcome = e.outcome
         if outcome == "failed" and node.denied and e.error_type == _budget_error_type():
