@@ -109,7 +109,8 @@ def hand_in_run(tracer: trace.Tracer) -> NodeHooks:
         if kind is ev.NodeStarted:
             run_ctx, nodes = runs[e.run_id][1:3]
             span = tracer.start_span(f"node {e.node_id}", context=run_ctx, attributes={a.NODE_ID: e.node_id})
-            nodes[e.node_id] = [span, set_span(span), None, None]
+            ctx = set_span(span)
+            nodes[e.node_id] = [span, ctx, None, None, context.attach(ctx)]  # current until it ends
         elif kind is ev.AttemptStarted:
             node = runs[e.run_id][2][e.node_id]
             span = tracer.start_span(
@@ -134,7 +135,8 @@ def hand_in_run(tracer: trace.Tracer) -> NodeHooks:
             context.detach(node[3])
             node[2].end()  # the nodes report no model or usage: no usage attributes
         elif kind is ev.NodeFinished:
-            span = runs[e.run_id][2].pop(e.node_id)[0]
+            span, _, _, _, node_token = runs[e.run_id][2].pop(e.node_id)
+            context.detach(node_token)
             span.set_attributes({a.NODE_ATTEMPTS: e.attempts, a.NODE_OUTCOME: e.outcome})
             span.end()
         elif kind is ev.RunStarted:
@@ -188,9 +190,11 @@ def hand_made(tracer: trace.Tracer, nodes: int) -> None:
     for i in range(nodes):
         node_id = f"n{i}"
         node = tracer.start_span(f"node {node_id}", context=run_ctx, attributes={a.NODE_ID: node_id})
+        node_ctx = trace.set_span_in_context(node)
+        node_token = context.attach(node_ctx)
         attempt = tracer.start_span(
             f"attempt {node_id} #1",
-            context=trace.set_span_in_context(node),
+            context=node_ctx,
             attributes={a.ATTEMPT_NUMBER: 1, a.ATTEMPT_MAX: 4},
         )
         token = context.attach(trace.set_span_in_context(attempt))
@@ -205,6 +209,7 @@ def hand_made(tracer: trace.Tracer, nodes: int) -> None:
         )
         context.detach(token)
         attempt.end()
+        context.detach(node_token)
         node.set_attributes({a.NODE_ATTEMPTS: 1, a.NODE_OUTCOME: "succeeded"})
         node.end()
     context.detach(run_token)
@@ -215,7 +220,7 @@ def hand_made(tracer: trace.Tracer, nodes: int) -> None:
 def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
     """The same spans written by hand as plain Stroma hooks (no error handling, no metrics)."""
     runs: dict[str, tuple[trace.Span, Any, Any]] = {}
-    nodes: dict[tuple[str, str], tuple[trace.Span, Any]] = {}
+    nodes: dict[tuple[str, str], tuple[trace.Span, Any, Any]] = {}
     attempts: dict[tuple[str, str], tuple[trace.Span, object]] = {}
 
     def run_start(e: Any) -> None:
@@ -235,7 +240,8 @@ def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
     def node_begin(e: Any) -> None:
         run_ctx = runs[e.run_id][1]
         span = tracer.start_span(f"node {e.node_id}", context=run_ctx, attributes={a.NODE_ID: e.node_id})
-        nodes[e.run_id, e.node_id] = (span, trace.set_span_in_context(span))
+        ctx = trace.set_span_in_context(span)
+        nodes[e.run_id, e.node_id] = (span, ctx, context.attach(ctx))
 
     def attempt_start(run_id: str, node_id: str, input_state: dict[str, Any]) -> None:
         node_ctx = nodes[run_id, node_id][1]
@@ -262,7 +268,8 @@ def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
         )
 
     def node_end(e: Any) -> None:
-        span = nodes.pop((e.run_id, e.node_id))[0]
+        span, _, token = nodes.pop((e.run_id, e.node_id))
+        context.detach(token)
         span.set_attributes({a.NODE_ATTEMPTS: e.attempts, a.NODE_OUTCOME: e.outcome})
         span.end()
 
