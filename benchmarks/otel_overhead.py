@@ -101,15 +101,16 @@ def hand_in_run(tracer: trace.Tracer) -> NodeHooks:
     same spans at the same events, so ``hand in run - listener`` is what hand-made spans cost
     inside a run. No error handling, no metrics, no timestamps from the events (like ``hand``).
     """
-    runs: dict[str, tuple[trace.Span, Any, dict[str, Any]]] = {}
+    runs: dict[str, tuple[trace.Span, Any, dict[str, Any], Any]] = {}
     set_span = trace.set_span_in_context
 
     def on_event(e: Any) -> None:
         kind = type(e)
         if kind is ev.NodeStarted:
-            run_ctx, nodes = runs[e.run_id][1:]
+            run_ctx, nodes = runs[e.run_id][1:3]
             span = tracer.start_span(f"node {e.node_id}", context=run_ctx, attributes={a.NODE_ID: e.node_id})
-            nodes[e.node_id] = [span, set_span(span), None, None]
+            ctx = set_span(span)
+            nodes[e.node_id] = [span, ctx, None, None, context.attach(ctx)]  # current until it ends
         elif kind is ev.AttemptStarted:
             node = runs[e.run_id][2][e.node_id]
             span = tracer.start_span(
@@ -132,16 +133,10 @@ def hand_in_run(tracer: trace.Tracer) -> NodeHooks:
         elif kind is ev.AttemptSucceeded:
             node = runs[e.run_id][2][e.node_id]
             context.detach(node[3])
-            node[2].set_attributes(
-                {
-                    a.GEN_AI_USAGE_INPUT_TOKENS: e.input_tokens,
-                    a.GEN_AI_USAGE_OUTPUT_TOKENS: e.output_tokens,
-                    a.COST_USD: e.cost_usd,
-                }
-            )
-            node[2].end()
+            node[2].end()  # the nodes report no model or usage: no usage attributes
         elif kind is ev.NodeFinished:
-            span = runs[e.run_id][2].pop(e.node_id)[0]
+            span, _, _, _, node_token = runs[e.run_id][2].pop(e.node_id)
+            context.detach(node_token)
             span.set_attributes({a.NODE_ATTEMPTS: e.attempts, a.NODE_OUTCOME: e.outcome})
             span.end()
         elif kind is ev.RunStarted:
@@ -156,9 +151,10 @@ def hand_in_run(tracer: trace.Tracer) -> NodeHooks:
             )
             ctx = set_span(span)
             inject(e.carrier, context=ctx)
-            runs[e.run_id] = (span, ctx, {})
+            runs[e.run_id] = (span, ctx, {}, context.attach(ctx))  # current for the run's store I/O
         elif kind is ev.RunFinished:
-            span = runs.pop(e.run_id)[0]
+            span, _, _, token = runs.pop(e.run_id)
+            context.detach(token)
             span.set_attributes(
                 {a.RUN_STATUS: e.status, a.USAGE_TOKENS: e.total_tokens, a.USAGE_COST_USD: e.total_cost_usd}
             )
@@ -190,12 +186,15 @@ def hand_made(tracer: trace.Tracer, nodes: int) -> None:
     run_ctx = trace.set_span_in_context(run)
     carrier: dict[str, str] = {}
     inject(carrier, context=run_ctx)
+    run_token = context.attach(run_ctx)
     for i in range(nodes):
         node_id = f"n{i}"
         node = tracer.start_span(f"node {node_id}", context=run_ctx, attributes={a.NODE_ID: node_id})
+        node_ctx = trace.set_span_in_context(node)
+        node_token = context.attach(node_ctx)
         attempt = tracer.start_span(
             f"attempt {node_id} #1",
-            context=trace.set_span_in_context(node),
+            context=node_ctx,
             attributes={a.ATTEMPT_NUMBER: 1, a.ATTEMPT_MAX: 4},
         )
         token = context.attach(trace.set_span_in_context(attempt))
@@ -209,20 +208,19 @@ def hand_made(tracer: trace.Tracer, nodes: int) -> None:
             },
         )
         context.detach(token)
-        attempt.set_attributes(
-            {a.GEN_AI_USAGE_INPUT_TOKENS: 0, a.GEN_AI_USAGE_OUTPUT_TOKENS: 0, a.COST_USD: 0.0}
-        )
         attempt.end()
+        context.detach(node_token)
         node.set_attributes({a.NODE_ATTEMPTS: 1, a.NODE_OUTCOME: "succeeded"})
         node.end()
+    context.detach(run_token)
     run.set_attributes({a.RUN_STATUS: "COMPLETED", a.USAGE_TOKENS: 0, a.USAGE_COST_USD: 0.0})
     run.end()
 
 
 def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
     """The same spans written by hand as plain Stroma hooks (no error handling, no metrics)."""
-    runs: dict[str, tuple[trace.Span, Any]] = {}
-    nodes: dict[tuple[str, str], tuple[trace.Span, Any]] = {}
+    runs: dict[str, tuple[trace.Span, Any, Any]] = {}
+    nodes: dict[tuple[str, str], tuple[trace.Span, Any, Any]] = {}
     attempts: dict[tuple[str, str], tuple[trace.Span, object]] = {}
 
     def run_start(e: Any) -> None:
@@ -237,12 +235,13 @@ def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
         )
         ctx = trace.set_span_in_context(span)
         inject(e.carrier, context=ctx)
-        runs[e.run_id] = (span, ctx)
+        runs[e.run_id] = (span, ctx, context.attach(ctx))
 
     def node_begin(e: Any) -> None:
         run_ctx = runs[e.run_id][1]
         span = tracer.start_span(f"node {e.node_id}", context=run_ctx, attributes={a.NODE_ID: e.node_id})
-        nodes[e.run_id, e.node_id] = (span, trace.set_span_in_context(span))
+        ctx = trace.set_span_in_context(span)
+        nodes[e.run_id, e.node_id] = (span, ctx, context.attach(ctx))
 
     def attempt_start(run_id: str, node_id: str, input_state: dict[str, Any]) -> None:
         node_ctx = nodes[run_id, node_id][1]
@@ -255,9 +254,6 @@ def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
     def attempt_success(run_id: str, node_id: str, output: dict[str, Any], tokens: int) -> None:
         span, token = attempts.pop((run_id, node_id))
         context.detach(token)  # type: ignore[arg-type]
-        span.set_attributes(
-            {a.GEN_AI_USAGE_INPUT_TOKENS: 0, a.GEN_AI_USAGE_OUTPUT_TOKENS: 0, a.COST_USD: 0.0}
-        )
         span.end()
 
     def checkpoint(e: Any) -> None:
@@ -272,12 +268,14 @@ def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
         )
 
     def node_end(e: Any) -> None:
-        span = nodes.pop((e.run_id, e.node_id))[0]
+        span, _, token = nodes.pop((e.run_id, e.node_id))
+        context.detach(token)
         span.set_attributes({a.NODE_ATTEMPTS: e.attempts, a.NODE_OUTCOME: e.outcome})
         span.end()
 
     def run_end(e: Any) -> None:
-        span = runs.pop(e.run_id)[0]
+        span, _, token = runs.pop(e.run_id)
+        context.detach(token)
         span.set_attributes(
             {a.RUN_STATUS: e.status, a.USAGE_TOKENS: e.total_tokens, a.USAGE_COST_USD: e.total_cost_usd}
         )

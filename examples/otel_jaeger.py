@@ -21,7 +21,9 @@ hosted backend.) Open Jaeger, pick the service, and you see the run span ``invok
 summarize-docs`` with one span per node and per attempt, the flaky node's retry (its backoff as a
 ``stroma.retry.scheduled`` event), the model each attempt used and its token usage. Nothing of
 the documents or the context is in the spans: content capture is off unless
-``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
+``STROMA_OTEL_CAPTURE_CONTENT=true``. Metrics are sent too with ``OTEL_METRICS_EXPORTER=otlp``
+(off by default: Jaeger takes traces only). With no collector listening the program still exits
+within a few seconds.
 """
 
 from __future__ import annotations

@@ -20,23 +20,29 @@ Every runner in the process, contrib-instrumentor style::
 With no code change: ``opentelemetry-instrument python app.py`` finds the ``stroma`` entry point
 of the ``opentelemetry_instrumentor`` group and instruments every Stroma run.
 
-One line to a local Jaeger or Tempo (sets up the SDK, an OTLP exporter, and instruments every
-runner)::
+One line to a local Jaeger or Tempo (sets up the SDK from the ``OTEL_*`` variables, and
+instruments every runner)::
 
     telemetry = stroma_otel.configure(service_name="my-pipeline")
     ...
     telemetry.shutdown()   # flush and stop (also runs at interpreter exit)
 
+Any combination of the four (``configure()``, ``StromaInstrumentor``, ``opentelemetry-instrument``,
+``with_hooks(otel_hooks())``) traces each run once, with one warning naming the duplicate.
+
 Configuration
 -------------
-- ``OTEL_EXPORTER_OTLP_ENDPOINT`` (default ``http://localhost:4317`` for gRPC,
-  ``http://localhost:4318`` for HTTP), ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc`` | ``http/protobuf``;
-  default ``grpc``), ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_SERVICE_NAME`` and the other standard
-  ``OTEL_*`` variables are read by :func:`configure` (and by ``opentelemetry-instrument``).
+- :func:`configure` uses the SDK's own configurator (the one ``opentelemetry-instrument`` uses),
+  so every standard ``OTEL_*`` variable means what the specification says; Stroma's defaults are
+  in :mod:`stroma_otel._configure` (traces over OTLP, metrics and logs off unless asked for,
+  ``service.name`` ``stroma``, a shutdown bounded to 2 s). An SDK provider that is already
+  installed is used as it is.
 - Content is off by default: no state, context values, prompts or exception messages in any span,
-  span event or metric attribute. ``otel_hooks(capture_content=True)`` or
-  ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` adds input/output state, exception
-  messages and validation messages, truncated to ``attributes.CONTENT_MAX_CHARS`` characters.
+  span event or metric attribute. ``capture_content=True`` or ``STROMA_OTEL_CAPTURE_CONTENT=true``
+  adds input/output state, exception messages and validation messages, truncated to
+  ``attributes.CONTENT_MAX_CHARS`` characters. (The GenAI variable
+  ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is for your LLM client's instrumentation;
+  it does not turn on Stroma's state capture.)
 - ``python -m stroma_otel export run.json`` replays a persisted run file as spans with its
   original timestamps to the configured OTLP endpoint.
 
@@ -45,7 +51,8 @@ API
 - :func:`otel_hooks` — a :class:`stroma.NodeHooks` that records spans and metrics.
 - :class:`StromaInstrumentor` — ``instrument()`` / ``uninstrument()`` process-wide (needs
   ``opentelemetry-instrumentation``, part of the ``stroma[otel]`` extra).
-- :func:`configure` — SDK + OTLP exporters, registered globally; returns a :class:`Telemetry`.
+- :func:`configure` — SDK providers from the environment (or the installed ones) plus
+  instrumentation; returns a :class:`Telemetry`.
 - :mod:`stroma_otel.attributes` — every span, event, attribute and metric name.
 
 Importing this package imports ``opentelemetry-api`` only; the SDK and exporters are imported
@@ -69,101 +76,131 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Collection
-from types import TracebackType
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 
 from stroma import __version__ as _stroma_version
 from stroma.hooks import NodeHooks, register_hooks, unregister_hooks
+from stroma_otel._configure import OtelConfigurationError, Telemetry
 from stroma_otel._metrics import StromaMetrics
-from stroma_otel._spans import SpanRecorder
+from stroma_otel._spans import SpanRecorder, warn_duplicate
 
-if TYPE_CHECKING:
-    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-
-__all__ = ["StromaInstrumentor", "Telemetry", "__version__", "configure", "otel_hooks"]
+__all__ = [
+    "CAPTURE_CONTENT_ENV",
+    "OtelConfigurationError",
+    "StromaInstrumentor",
+    "Telemetry",
+    "__version__",
+    "configure",
+    "otel_hooks",
+]
 
 __version__ = _stroma_version
 
 logger = logging.getLogger("stroma_otel")
 
-CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+CAPTURE_CONTENT_ENV = "STROMA_OTEL_CAPTURE_CONTENT"
+"""``true`` turns on Stroma's content capture (state, exception and validation messages)."""
 
 
-def _capture_from_env() -> bool:
+def _capture(capture_content: bool | None) -> bool:
+    if capture_content is not None:
+        return capture_content
     return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in {"true", "1", "yes"}
+
+
+def _hooks(
+    tracer_provider: trace.TracerProvider | None,
+    meter_provider: metrics.MeterProvider | None,
+    capture_content: bool | None,
+    origin: str,
+) -> NodeHooks:
+    recorder = SpanRecorder(
+        tracer_provider,
+        StromaMetrics(meter_provider, __version__),
+        capture_content=_capture(capture_content),
+        version=__version__,
+        origin=origin,
+    )
+    return NodeHooks(on_event=recorder.on_event)
 
 
 def otel_hooks(
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
-    capture_content: bool = False,
+    capture_content: bool | None = None,
 ) -> NodeHooks:
     """Hooks that turn a run's lifecycle events into spans, span events and metrics.
 
     ``tracer_provider`` / ``meter_provider`` default to the global ones (looked up lazily, so a
-    provider set later is used). Content capture is on when ``capture_content=True`` or
-    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
+    provider set later is used). Content capture follows ``capture_content``, or
+    ``STROMA_OTEL_CAPTURE_CONTENT=true`` when it is None. If Stroma is also instrumented
+    process-wide, each run is still traced once (by whichever sees it first) and one warning says so.
 
     Example::
 
         runner = StromaRunner.quick().with_hooks(otel_hooks())
     """
-    recorder = SpanRecorder(
-        tracer_provider,
-        StromaMetrics(meter_provider, __version__),
-        capture_content=capture_content or _capture_from_env(),
-        version=__version__,
-    )
-    return NodeHooks(on_event=recorder.on_event)
+    return _hooks(tracer_provider, meter_provider, capture_content, "with_hooks(otel_hooks())")
 
 
 # -- process-wide installation (shared by StromaInstrumentor and configure) --------------------
 
 _install_lock = threading.Lock()
-_installed: NodeHooks | None = None
+_installed: tuple[NodeHooks, str] | None = None
 
 
-def _install(hooks: NodeHooks) -> bool:
-    """Register ``hooks`` process-wide unless Stroma is already instrumented."""
+def _install(hooks: NodeHooks, origin: str) -> Callable[[], None] | None:
+    """Register ``hooks`` process-wide unless Stroma is already instrumented (then warn once,
+    naming both); returns what uninstalls them, or None."""
     global _installed  # noqa: PLW0603 - one process-wide instrumentation by design
     with _install_lock:
-        if _installed is not None:
-            return False
-        _installed = hooks
-        register_hooks(hooks)
-        return True
+        if _installed is None:
+            _installed = (hooks, origin)
+            register_hooks(hooks)
+            return lambda: _uninstall(hooks)
+        owner = _installed[1]
+    warn_duplicate(owner, origin)
+    return None
 
 
-def _uninstall() -> None:
+def _uninstall(hooks: NodeHooks) -> None:
+    """Unregister the process-wide hooks if they are ``hooks``."""
     global _installed  # noqa: PLW0603
     with _install_lock:
-        if _installed is not None:
-            unregister_hooks(_installed)
+        if _installed is not None and _installed[0] is hooks:
+            unregister_hooks(_installed[0])
             _installed = None
+
+
+_INSTRUMENTOR = "StromaInstrumentor / opentelemetry-instrument"
 
 
 class _InstrumentorMethods:
     """The body of :class:`StromaInstrumentor` (kept free of opentelemetry-instrumentation)."""
+
+    _uninstall_hooks: Callable[[], None] | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """The library this instruments: Stroma itself (any version; they ship together)."""
         return ("stroma",)
 
     def _instrument(self, **kwargs: Any) -> None:
-        _install(
-            otel_hooks(
-                tracer_provider=kwargs.get("tracer_provider"),
-                meter_provider=kwargs.get("meter_provider"),
-                capture_content=bool(kwargs.get("capture_content", False)),
-            )
+        capture = kwargs.get("capture_content")
+        hooks = _hooks(
+            kwargs.get("tracer_provider"),
+            kwargs.get("meter_provider"),
+            None if capture is None else bool(capture),
+            _INSTRUMENTOR,
         )
+        self._uninstall_hooks = _install(hooks, _INSTRUMENTOR)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        _uninstall()
+        uninstall, self._uninstall_hooks = self._uninstall_hooks, None
+        if uninstall is not None:
+            uninstall()
 
 
 if TYPE_CHECKING:
@@ -203,10 +240,17 @@ else:
         class StromaInstrumentor(_InstrumentorMethods, BaseInstrumentor):
             """Instruments every Stroma run in the process (contrib ``BaseInstrumentor``).
 
-            ``instrument(tracer_provider=None, meter_provider=None, capture_content=False)``
+            ``instrument(tracer_provider=None, meter_provider=None, capture_content=None)``
             registers :func:`otel_hooks` process-wide; ``uninstrument()`` removes them. The
             ``opentelemetry-instrument`` command calls ``instrument()`` through the entry point.
             """
+
+            def instrument(self, **kwargs: Any) -> Any:
+                """Register the hooks process-wide; a second call warns once and does nothing."""
+                if self.is_instrumented_by_opentelemetry:
+                    warn_duplicate(_INSTRUMENTOR, "StromaInstrumentor().instrument() again")
+                    return None
+                return super().instrument(**kwargs)
 
         StromaInstrumentor.__module__ = __name__
         StromaInstrumentor.__qualname__ = "StromaInstrumentor"
@@ -217,145 +261,76 @@ else:
 # -- configure ---------------------------------------------------------------------------------
 
 
-class Telemetry:
-    """What :func:`configure` set up: the SDK providers, with ``force_flush`` and ``shutdown``.
+def configure(service_name: str | None = None, *, capture_content: bool | None = None) -> Telemetry:
+    """Set up OpenTelemetry from the standard ``OTEL_*`` variables and instrument every runner.
 
-    Use it as a context manager, or call :meth:`shutdown` before the process exits to flush the
-    last spans and metrics (the SDK also does this at interpreter exit).
-    """
-
-    def __init__(
-        self,
-        tracer_provider: SdkTracerProvider,
-        meter_provider: SdkMeterProvider,
-        hooks: NodeHooks | None,
-    ) -> None:
-        self.tracer_provider = tracer_provider
-        self.meter_provider = meter_provider
-        self._hooks = hooks
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Export everything buffered now; True when both providers flushed in time."""
-        traces = self.tracer_provider.force_flush(timeout_millis)
-        metrics_ok = self.meter_provider.force_flush(timeout_millis)
-        return bool(traces and metrics_ok)
-
-    def shutdown(self) -> None:
-        """Stop instrumenting runners (if :func:`configure` did), flush and shut the providers down."""
-        if self._hooks is not None and _installed is self._hooks:
-            _uninstall()
-        self._hooks = None
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
-
-    def __enter__(self) -> Telemetry:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.shutdown()
-
-
-def _protocol(signal: str) -> str:
-    protocol = (
-        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "grpc"
-    ).strip()
-    if protocol not in {"grpc", "http/protobuf"}:
-        raise ValueError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported by stroma_otel.configure(); "
-            "use 'grpc' (port 4317) or 'http/protobuf' (port 4318)"
-        )
-    return protocol
-
-
-def _span_exporter() -> Any:
-    if _protocol("TRACES") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-            OTLPSpanExporter,
-        )
-
-        return OTLPSpanExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-        OTLPSpanExporter as HttpSpanExporter,
-    )
-
-    return HttpSpanExporter()
-
-
-def _metric_exporter() -> Any:
-    if _protocol("METRICS") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415
-            OTLPMetricExporter,
-        )
-
-        return OTLPMetricExporter()
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
-        OTLPMetricExporter as HttpMetricExporter,
-    )
-
-    return HttpMetricExporter()
-
-
-def _resource(service_name: str | None) -> Any:
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415
-
-    if service_name is not None:
-        return Resource.create({SERVICE_NAME: service_name})
-    resource = Resource.create()
-    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({SERVICE_NAME: "stroma"}))
-    return resource
-
-
-def configure(service_name: str | None = None) -> Telemetry:
-    """Set up the OpenTelemetry SDK with OTLP exporters and instrument every Stroma runner.
-
-    - a ``TracerProvider`` with a ``BatchSpanProcessor`` and an OTLP span exporter, and a
-      ``MeterProvider`` with a periodic OTLP metric reader, both registered as the global
-      providers (if a global provider was already set, OpenTelemetry keeps the old one and logs
-      a warning; the returned providers are still usable);
-    - gRPC or HTTP per ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc`` default, or ``http/protobuf``),
-      endpoint per ``OTEL_EXPORTER_OTLP_ENDPOINT``, headers per ``OTEL_EXPORTER_OTLP_HEADERS``;
-    - service name: ``service_name``, else ``OTEL_SERVICE_NAME``, else ``"stroma"``;
-    - :func:`otel_hooks` registered process-wide (skipped when Stroma is already instrumented,
-      e.g. by :class:`StromaInstrumentor`), so no runner needs ``with_hooks``.
+    - No SDK provider installed yet: the SDK's own configurator (the one
+      ``opentelemetry-instrument`` uses) builds and installs the providers, so ``OTEL_TRACES_EXPORTER``
+      / ``OTEL_METRICS_EXPORTER`` / ``OTEL_LOGS_EXPORTER`` (``otlp``, ``console``, ``none``, lists),
+      per-signal endpoints and protocols, sampler, resource and ``OTEL_SDK_DISABLED`` mean what the
+      specification says. Stroma's defaults where they are unset: traces over OTLP (gRPC on
+      ``localhost:4317``), no metrics or logs, ``service.name`` ``stroma``, and a shutdown that
+      waits 2 s at most for the last export (``OTEL_EXPORTER_OTLP_TIMEOUT``, in seconds, sets it).
+    - A tracer provider already installed (by the application, ``opentelemetry-instrument`` or a
+      vendor's setup): nothing new is built; Stroma records on the installed providers, so its
+      spans share the application's trace and service. One warning says so if ``service_name``
+      could not apply.
+    - Stroma is instrumented process-wide (once: with :class:`StromaInstrumentor` or an earlier
+      ``configure()`` already in place it warns once and adds nothing), so no runner needs
+      ``with_hooks``. ``capture_content`` as in :func:`otel_hooks`.
 
     Returns a :class:`Telemetry`: call ``shutdown()`` (or use it as a context manager) to flush
     the last spans before exit. Raises ``ImportError`` naming the extra when the SDK or exporters
-    are missing, ``ValueError`` for an unsupported protocol.
+    are missing, :class:`OtelConfigurationError` (a ``ValueError``) for an exporter or protocol
+    the SDK does not know.
 
     Example::
 
         with stroma_otel.configure(service_name="summarizer"):
             result = await runner.run([fetch, summarize], Request(url=url))
     """
-    try:
-        from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader  # noqa: PLC0415
-        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+    from stroma_otel import _configure  # noqa: PLC0415
 
-        span_exporter = _span_exporter()
-        metric_exporter = _metric_exporter()
+    try:
+        import opentelemetry.sdk.trace  # noqa: F401, PLC0415
+        from opentelemetry._logs import get_logger_provider  # noqa: PLC0415
     except ImportError as exc:
-        raise ImportError(
-            f"stroma_otel.configure() needs the OpenTelemetry SDK and OTLP exporters ({exc.name} "
-            "is missing); install the otel extra: pip install 'stroma[otel]'"
-        ) from exc
-    resource = _resource(service_name)
-    tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    meter_provider = MeterProvider(
-        resource=resource, metric_readers=[PeriodicExportingMetricReader(metric_exporter)]
+        raise ImportError(_configure.SDK_MISSING.format(name=exc.name)) from exc
+    if _configure.sdk_disabled():  # OTEL_SDK_DISABLED=true: the SDK is off, so is Stroma's tracing
+        return Telemetry(None, None, owned=False)
+    installed = trace.get_tracer_provider()
+    if not isinstance(installed, trace.ProxyTracerProvider):
+        resource = getattr(installed, "resource", None)
+        current = resource.attributes.get("service.name") if resource is not None else None
+        if service_name is not None and service_name != current:
+            logger.warning(
+                "stroma_otel.configure(service_name=%r) did not apply: an OpenTelemetry tracer "
+                "provider is already installed (service.name=%r, set by the application, "
+                "opentelemetry-instrument or a vendor's setup); Stroma's spans go to it",
+                service_name,
+                current,
+            )
+        hooks = _hooks(None, None, capture_content, "configure()")
+        return Telemetry(
+            installed, metrics.get_meter_provider(), owned=False, uninstall=_install(hooks, "configure()")
+        )
+    try:
+        wants_metrics = _configure.build_providers(service_name)
+    except ImportError as exc:
+        raise ImportError(_configure.SDK_MISSING.format(name=exc.name)) from exc
+    tracer_provider = trace.get_tracer_provider()
+    meter_provider = metrics.get_meter_provider()
+    # Without a metrics exporter the hooks record no metric at all (no work for nothing).
+    hooks = _hooks(
+        tracer_provider,
+        meter_provider if wants_metrics else metrics.NoOpMeterProvider(),
+        capture_content,
+        "configure()",
     )
-    trace.set_tracer_provider(tracer_provider)
-    metrics.set_meter_provider(meter_provider)
-    hooks = otel_hooks(tracer_provider, meter_provider)
-    installed = _install(hooks)
-    return Telemetry(tracer_provider, meter_provider, hooks if installed else None)
+    return Telemetry(
+        tracer_provider,
+        meter_provider,
+        owned=True,
+        uninstall=_install(hooks, "configure()"),
+        logger_provider=get_logger_provider(),
+    )

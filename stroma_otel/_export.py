@@ -6,6 +6,10 @@ run produces) and exports through an OTLP exporter configured by the standard ``
 variables. The run span keeps the trace and span id stored in the run file's trace context (so
 links from resumed runs resolve) unless ``--new-ids`` is given; use that for a run that was
 already exported live.
+
+Each run's spans go out in one batch; the command stops at the first run that fails to arrive
+within ``--timeout`` and prints what the receiver answered (connection refused, an HTTP status,
+a gRPC status such as UNIMPLEMENTED).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import logging
 import os
 import random
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,8 +38,38 @@ __all__ = ["export_run", "main"]
 PROG = "python -m stroma_otel"
 
 
+DEFAULT_TIMEOUT_S = 5.0
+
+
 class _ExportFailed(Exception):
     pass
+
+
+class _Answers(logging.Handler):
+    """Collects what the OTLP exporter logs about the receiver's answers during one export."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _answer(messages: list[str]) -> str:
+    """What the receiver answered, in a few words, from the exporter's log lines."""
+    text = " | ".join(messages)
+    grpc = re.search(r"StatusCode\.([A-Z_]+)", text)
+    http = re.search(r"code: (\d{3}), reason: ([^|]*)", text)
+    if http:
+        return f"HTTP {http.group(1)} {http.group(2).strip()}"
+    if "refused" in text.lower():
+        return "connection refused (nothing listens there)"
+    if grpc and grpc.group(1) == "UNIMPLEMENTED":
+        return "gRPC UNIMPLEMENTED (the receiver has no OTLP trace service)"
+    if grpc:
+        return f"gRPC {grpc.group(1)}"
+    return messages[0] if messages else "no answer within the timeout"
 
 
 def _ids(record: RunRecord) -> tuple[int, int] | None:
@@ -53,7 +88,7 @@ def export_run(
     keep_ids: bool = True,
     service_name: str | None = None,
 ) -> int:
-    """Export ``record``'s spans through ``exporter``; returns how many spans were exported.
+    """Export ``record``'s spans through ``exporter`` in one batch; returns how many spans.
 
     Raises ``_ExportFailed`` when the exporter reports a failure.
     """
@@ -66,24 +101,13 @@ def export_run(
     )
     from opentelemetry.sdk.trace.id_generator import IdGenerator  # noqa: PLC0415
 
-    class Counting(SpanExporter):
+    class Collect(SpanExporter):
         def __init__(self) -> None:
-            self.spans = 0
-            self.failed = False
+            self.spans: list[ReadableSpan] = []
 
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            result = exporter.export(spans)
-            if result is SpanExportResult.SUCCESS:
-                self.spans += len(spans)
-            else:
-                self.failed = True
-            return result
-
-        def shutdown(self) -> None:
-            exporter.shutdown()
-
-        def force_flush(self, timeout_millis: int = 30_000) -> bool:
-            return exporter.force_flush(timeout_millis)
+            self.spans.extend(spans)
+            return SpanExportResult.SUCCESS
 
     class Replayed(IdGenerator):
         """The first trace / span ids are the ones the live run span had."""
@@ -111,9 +135,13 @@ def export_run(
     resource = Resource.create(resource_attrs)
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "stroma"}))
-    counting = Counting()
-    provider = TracerProvider(resource=resource, id_generator=Replayed(_ids(record) if keep_ids else None))
-    provider.add_span_processor(SimpleSpanProcessor(counting))
+    collect = Collect()
+    provider = TracerProvider(
+        resource=resource,
+        id_generator=Replayed(_ids(record) if keep_ids else None),
+        shutdown_on_exit=False,
+    )
+    provider.add_span_processor(SimpleSpanProcessor(collect))
     from stroma_otel import __version__  # noqa: PLC0415 - avoid an import cycle
 
     recorder = SpanRecorder(provider, None, version=__version__, live=False)
@@ -122,9 +150,9 @@ def export_run(
     if record.events:
         recorder.end_all(record.events[-1].ts)
     provider.shutdown()
-    if counting.failed:
+    if exporter.export(collect.spans) is not SpanExportResult.SUCCESS:
         raise _ExportFailed
-    return counting.spans
+    return len(collect.spans)
 
 
 def _endpoint(protocol: str) -> str:
@@ -155,6 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("run_file", nargs="+", help="run.json or run.jsonl files")
     export.add_argument("--service-name", help="service.name (default: OTEL_SERVICE_NAME)")
     export.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds to deliver each run's spans, retries included (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    export.add_argument(
         "--new-ids",
         action="store_true",
         help="give the run span a new trace id instead of the one stored in the run file "
@@ -169,35 +203,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RunFileError as exc:
             print(f"{PROG} export: error: {exc}", file=sys.stderr)
             return 2
-    try:
-        from stroma_otel import _protocol, _span_exporter  # noqa: PLC0415
+    from stroma_otel._configure import SDK_MISSING, OtelConfigurationError, otlp_span_exporter  # noqa: PLC0415
 
-        protocol = _protocol("TRACES")
-    except ValueError as exc:
+    try:
+        exporter = otlp_span_exporter(args.timeout)
+    except OtelConfigurationError as exc:
         print(f"{PROG} export: error: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:
-        print(
-            f"{PROG} export: error: needs the OpenTelemetry SDK and OTLP exporters ({exc.name} "
-            "is missing); install the otel extra: pip install 'stroma[otel]'",
-            file=sys.stderr,
-        )
+        print(f"{PROG} export: error: {SDK_MISSING.format(name=exc.name)}", file=sys.stderr)
         return 2
+    protocol = "grpc" if ".grpc." in type(exporter).__module__ else "http/protobuf"
     endpoint = _endpoint(protocol)
-    # The exporter logs every retry at WARNING; on the command line one closing line says it all.
-    logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
+    # The exporter logs every retry; on the command line one closing line says what happened.
+    answers = _Answers()
+    exporter_log = logging.getLogger("opentelemetry.exporter")
+    exporter_log.addHandler(answers)
+    exporter_log.propagate = False
     for record in records:
+        answers.messages.clear()
         try:
-            count = export_run(
-                record,
-                _span_exporter(),
-                keep_ids=not args.new_ids,
-                service_name=args.service_name,
-            )
+            count = export_run(record, exporter, keep_ids=not args.new_ids, service_name=args.service_name)
         except _ExportFailed:
             print(
                 f"{PROG} export: error: could not deliver the spans of {record.path} to "
-                f"{endpoint} ({protocol}); is a collector listening there?",
+                f"{endpoint} ({protocol}) within {args.timeout:g} s: {_answer(answers.messages)}",
                 file=sys.stderr,
             )
             return 1

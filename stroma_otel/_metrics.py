@@ -40,6 +40,7 @@ class StromaMetrics:
         "node_attempts",
         "node_duration",
         "retry_delay",
+        "run_duration",
         "usage_cost",
         "usage_tokens",
     )
@@ -56,6 +57,12 @@ class StromaMetrics:
         # is disabled): the recorder then skips metrics altogether. A proxy meter (the global
         # provider before one is set) counts as enabled, since a provider may be set later.
         self.enabled = not isinstance(meter, metrics.NoOpMeter)
+        self.run_duration = meter.create_histogram(
+            a.METRIC_RUN_DURATION,
+            unit="s",
+            description="Duration of a run, by workflow name, run status and error type.",
+            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+        )
         self.node_duration = meter.create_histogram(
             a.METRIC_NODE_DURATION,
             unit="s",
@@ -114,6 +121,16 @@ class StromaMetrics:
             if len(self._attrs) < 10_000:  # bounded: dimensions come from code, but be safe
                 self._attrs[key] = attrs
         return attrs
+
+    def run_finished(self, workflow: str, status: str, error_type: str | None, seconds: float) -> None:
+        """One run ended (``error_type`` only when it failed)."""
+        self.run_duration.record(
+            seconds,
+            self._cached(
+                ("run", workflow, status, error_type),
+                ((a.GEN_AI_WORKFLOW_NAME, workflow), (a.RUN_STATUS, status), (a.ERROR_TYPE, error_type)),
+            ),
+        )
 
     def node_finished(self, workflow: str, node_id: str, outcome: str, seconds: float, attempts: int) -> None:
         """One logical node ended."""

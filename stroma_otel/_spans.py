@@ -7,6 +7,15 @@ AttemptSucceeded / AttemptFailed handler detaches it, so spans the user's code c
 httpx, their own) nest under the right attempt. A parallel() child gets the same treatment from
 its NodeStarted / NodeFinished, which the engine emits from the child's task.
 
+Between RunStarted and RunFinished the run span is the current span of the run's task (so store
+I/O the engine does for the run, auto-instrumented, nests under it), a node's span between its
+NodeStarted and NodeFinished (its checkpoint commit nests under the node), and the attempt span
+while an attempt runs.
+
+One tree per run however Stroma was instrumented: the first recorder to see a run's RunStarted
+owns the run; any other recorder in the process (``configure()`` plus ``with_hooks(otel_hooks())``,
+or the same hooks added twice) records nothing for it and logs one warning naming the duplicate.
+
 Every handler is guarded: instrumentation never raises into a run. Attribute and event work is
 skipped when a span is not recording. Timestamps come from the events (the run's clock), so live
 spans and spans replayed from a run file (``python -m stroma_otel export``) are the same.
@@ -28,7 +37,7 @@ from stroma import events as ev
 from stroma_otel import attributes as a
 from stroma_otel._metrics import StromaMetrics
 
-__all__ = ["SpanRecorder"]
+__all__ = ["SpanRecorder", "warn_duplicate"]
 
 logger = logging.getLogger("stroma_otel")
 
@@ -39,6 +48,25 @@ _PROPAGATOR = TraceContextTextMapPropagator()  # W3C traceparent only: never bag
 _set_span = trace.set_span_in_context
 
 
+# run id -> the recorder that traces it (live runs only): one tree per run, see the module docstring.
+_owners: dict[str, SpanRecorder] = {}
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_duplicate(owner: str, duplicate: str) -> None:
+    """Log, once per pair, that Stroma is instrumented by ``owner`` and again by ``duplicate``."""
+    if (owner, duplicate) in _warned:
+        return
+    _warned.add((owner, duplicate))
+    logger.warning(
+        "stroma_otel: Stroma is instrumented twice, by %s and by %s; each run is traced once, by "
+        "the first. Keep one of configure(), StromaInstrumentor / opentelemetry-instrument, "
+        "with_hooks(otel_hooks())",
+        owner,
+        duplicate,
+    )
+
+
 def _ns(ts: float) -> int:
     return int(ts * 1e9)
 
@@ -47,6 +75,22 @@ def _budget_error_type() -> str:
     from stroma.cost import BudgetExceeded  # noqa: PLC0415 - only needed on a budget stop
 
     return f"{BudgetExceeded.__module__}.{BudgetExceeded.__qualname__}"
+
+
+def _interrupt(span: Span, rec: bool) -> None:
+    if rec:
+        span.set_attribute(a.ERROR_TYPE, a.ERROR_TYPE_INTERRUPTED)
+        span.set_status(Status(_ERROR, "interrupted: the run file ends before this span did"))
+
+
+def _usage(attrs: dict[str, Any], e: ev.AttemptSucceeded | ev.AttemptFailed) -> None:
+    # Only where the node reported a model or usage; Stroma's roll-up, never gen_ai.usage.*.
+    if e.model is not None or e.input_tokens or e.output_tokens or e.cost_usd:
+        attrs[a.USAGE_INPUT_TOKENS] = e.input_tokens
+        attrs[a.USAGE_OUTPUT_TOKENS] = e.output_tokens
+        attrs[a.COST_USD] = e.cost_usd
+        if e.model is not None:
+            attrs[a.GEN_AI_REQUEST_MODEL] = e.model
 
 
 def _truncate(text: str) -> str:
@@ -104,13 +148,14 @@ class _Node:
 
 
 class _Run:
-    __slots__ = ("ctx", "failed", "nodes", "rec", "span", "workflow")
+    __slots__ = ("ctx", "failed", "nodes", "rec", "span", "token", "workflow")
 
     def __init__(self, span: Span, rec: bool, workflow: str) -> None:
         self.span = span
         self.rec = rec
         self.ctx = _set_span(span)
         self.workflow = workflow
+        self.token: object | None = None
         self.nodes: dict[str, _Node] = {}
         self.failed: dict[str, str] = {}  # error.type of each node that finally failed
 
@@ -119,7 +164,8 @@ class SpanRecorder:
     """Spans, span events and metrics for every run whose events reach :meth:`on_event`.
 
     ``live=False`` (replaying a run file) leaves the current context alone: there is no user code
-    to nest, and replayed parallel children interleave in one thread.
+    to nest, and replayed parallel children interleave in one thread. ``origin`` names how this
+    recorder was installed, for the duplicate-instrumentation warning.
     """
 
     def __init__(
@@ -130,6 +176,7 @@ class SpanRecorder:
         capture_content: bool = False,
         version: str = "",
         live: bool = True,
+        origin: str = "with_hooks(otel_hooks())",
     ) -> None:
         self._tracer = trace.get_tracer(
             a.INSTRUMENTATION_NAME,
@@ -142,6 +189,8 @@ class SpanRecorder:
         self._metrics = metrics if metrics is not None and metrics.enabled else None
         self._capture = capture_content
         self._live = live
+        self.origin = origin
+        self._last: object = None  # the event handled last: the same hooks added twice see it twice
         self._runs: dict[str, _Run] = {}
         self._failed_logged = False
         self._handlers: dict[type[ev.LifecycleEvent], Callable[[Any], None]] = {
@@ -167,6 +216,11 @@ class SpanRecorder:
 
     def on_event(self, event: ev.LifecycleEvent) -> None:
         """Handle one lifecycle event; never raises."""
+        if event is self._last:
+            if type(event) is ev.RunStarted:
+                warn_duplicate(self.origin, f"{self.origin} (the same hooks added again)")
+            return
+        self._last = event
         handler = self._handlers.get(type(event))
         if handler is None:
             return
@@ -183,16 +237,33 @@ class SpanRecorder:
                 )
 
     def end_all(self, ts: float) -> None:
-        """End every span still open at ``ts`` (a run file that stops before its run ended)."""
+        """End every span still open at ``ts`` as interrupted (a run file that stops before its
+        run ended: the process was killed): ERROR, ``error.type`` ``stroma.interrupted``, and
+        ``stroma.run.status`` ``INTERRUPTED`` on the run span."""
         for run_id, run in list(self._runs.items()):
             for node in run.nodes.values():
-                self._end_node_tree(node, ts)
+                self._end_node_tree(node, ts, own_task=False, interrupted=True)
+            if run.rec:
+                run.span.set_attribute(a.RUN_STATUS, a.RUN_STATUS_INTERRUPTED)
+            _interrupt(run.span, run.rec)
             run.span.end(_ns(ts))
-            del self._runs[run_id]
+            self._release(run_id)
+
+    def _release(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+        if _owners.get(run_id) is self:
+            del _owners[run_id]
 
     # -- runs -------------------------------------------------------------------------------
 
     def _run_started(self, e: ev.RunStarted) -> None:
+        if self._live:
+            owner = _owners.setdefault(e.run_id, self)
+            if owner is not self:
+                if e.run_id in owner._runs:
+                    warn_duplicate(owner.origin, self.origin)
+                    return
+                _owners[e.run_id] = self  # the owner's run ended without a RunFinished
         previous = self._runs.pop(e.run_id, None)
         if previous is not None:  # the same run id started again without finishing
             self._end_run_tree(previous, e.ts)
@@ -222,14 +293,21 @@ class SpanRecorder:
         self._runs[e.run_id] = run
         if span.get_span_context().is_valid:
             _PROPAGATOR.inject(e.carrier, context=run.ctx)
+        if self._live:  # the run's own task: its store I/O nests under the run span
+            run.token = otel_context.attach(run.ctx)
 
     def _run_finished(self, e: ev.RunFinished) -> None:
-        run = self._runs.pop(e.run_id, None)
+        run = self._runs.get(e.run_id)
         if run is None:
             return
+        self._release(e.run_id)
         for node in run.nodes.values():  # defensive: nothing should be open here
             self._end_node_tree(node, e.ts)
+        if run.token is not None and otel_context.get_current() is run.ctx:
+            otel_context.detach(run.token)  # type: ignore[arg-type]
+        run.token = None
         span = run.span
+        etype: str | None = None
         if run.rec:
             span.set_attributes(
                 {
@@ -241,18 +319,36 @@ class SpanRecorder:
             if e.status in _FAILED_RUN:
                 # The failed node's error.type ("timeout" for a per-node timeout) wins.
                 etype = run.failed.get(e.failed_node or "") or e.error_type
-                span.set_attribute(a.ERROR_TYPE, etype or a.ERROR_TYPE_OTHER)
+                etype = etype or a.ERROR_TYPE_OTHER
+                span.set_attribute(a.ERROR_TYPE, etype)
                 span.set_status(Status(_ERROR))
         span.end(_ns(e.ts))
+        if self._metrics is not None:
+            failed = e.status in _FAILED_RUN
+            self._metrics.run_finished(
+                run.workflow,
+                e.status,
+                (etype or e.error_type or a.ERROR_TYPE_OTHER) if failed else None,
+                e.duration_ms / 1000.0,
+            )
 
-    def _end_node_tree(self, node: _Node, ts: float, *, own_task: bool = True) -> None:
+    def _end_node_tree(
+        self, node: _Node, ts: float, *, own_task: bool = True, interrupted: bool = False
+    ) -> None:
         # Ends spans a run left open (it was cancelled: the core's abort, or a RunFinished
-        # arriving with nodes still open). Only the run's own task can restore its context; a
+        # arriving with nodes still open; or a replayed run file that stops mid-run, where
+        # ``interrupted`` marks them). Only the run's own task can restore its context; a
         # parallel child's context lives and dies with the child's task.
         if node.children:
             for child in node.children.values():
-                self._end_node_tree(child, ts, own_task=False)
+                self._end_node_tree(child, ts, own_task=False, interrupted=interrupted)
+        if interrupted:
+            if node.attempt is not None:
+                _interrupt(node.attempt, node.attempt_rec)
+            _interrupt(node.span, node.rec)
         node.close_attempt(_ns(ts), detach=own_task)
+        if own_task and node.token is not None:
+            otel_context.detach(node.token)  # type: ignore[arg-type]
         node.token = None
         node.span.end(_ns(ts))
 
@@ -275,7 +371,9 @@ class SpanRecorder:
                 attributes={a.NODE_ID: e.node_id},
                 start_time=_ns(e.ts),
             )
-            run.nodes[e.node_id] = _Node(span, span.is_recording())
+            node = run.nodes[e.node_id] = _Node(span, span.is_recording())
+            if self._live:  # current until NodeFinished: the node's commit after its attempt nests here
+                node.token = otel_context.attach(node.ctx)
             return
         # A parallel() child: a sibling node span under the group's current attempt.
         group = run.nodes.get(e.parent)
@@ -313,18 +411,21 @@ class SpanRecorder:
             node = children.pop(e.node_id, None) if children else None
         if node is None:
             return
+        if node.attempt is not None:  # defensive
+            node.close_attempt(_ns(e.ts), detach=True)
         if node.token is not None:
             # "cancelled" is emitted from a shielded helper task (another context): the child's
             # task ends with its own context, so there is nothing to restore there.
             if e.outcome != "cancelled":
                 otel_context.detach(node.token)  # type: ignore[arg-type]
             node.token = None
-        if node.attempt is not None:  # defensive
-            node.close_attempt(_ns(e.ts), detach=True)
         span = node.span
+        outcome = e.outcome
+        if outcome == "failed" and node.denied and e.error_type == _budget_error_type():
+            outcome = a.NODE_OUTCOME_DENIED  # a denial, not a failure of the node's code
         if node.rec:
-            span.set_attributes({a.NODE_ATTEMPTS: e.attempts, a.NODE_OUTCOME: e.outcome})
-            if e.outcome == "failed":
+            span.set_attributes({a.NODE_ATTEMPTS: e.attempts, a.NODE_OUTCOME: outcome})
+            if outcome == "failed":
                 if e.error_type is not None:
                     etype = e.error_type
                 elif node.error_type is not None:
@@ -341,9 +442,7 @@ class SpanRecorder:
                 span.set_status(Status(_ERROR))
         span.end(_ns(e.ts))
         if self._metrics is not None:
-            self._metrics.node_finished(
-                run.workflow, e.node_id, e.outcome, e.duration_ms / 1000.0, e.attempts
-            )
+            self._metrics.node_finished(run.workflow, e.node_id, outcome, e.duration_ms / 1000.0, e.attempts)
 
     def _node_restored(self, e: ev.NodeRestored) -> None:
         run = self._runs.get(e.run_id)
@@ -405,16 +504,12 @@ class SpanRecorder:
         if token is not None:
             otel_context.detach(token)  # type: ignore[arg-type]
         if node.attempt_rec:
-            attrs: dict[str, Any] = {
-                a.GEN_AI_USAGE_INPUT_TOKENS: e.input_tokens,
-                a.GEN_AI_USAGE_OUTPUT_TOKENS: e.output_tokens,
-                a.COST_USD: e.cost_usd,
-            }
-            if e.model is not None:
-                attrs[a.GEN_AI_REQUEST_MODEL] = e.model
+            attrs: dict[str, Any] = {}
+            _usage(attrs, e)
             if self._capture:
                 attrs[a.STATE_OUTPUT] = _content(e.output_state)
-            span.set_attributes(attrs)
+            if attrs:
+                span.set_attributes(attrs)
         span.end(_ns(e.ts))
         if self._metrics is not None:
             self._metrics.usage(run.workflow, e.model, e.input_tokens, e.output_tokens, e.cost_usd)
@@ -424,6 +519,8 @@ class SpanRecorder:
         if node is None or run is None:
             return
         node.error_type = e.error_type
+        # The node's code succeeded and the budget check after it denied the spend.
+        denied = node.denied and e.error_type == _budget_error_type()
         span = node.attempt
         if span is not None:
             token = node.attempt_token
@@ -431,30 +528,26 @@ class SpanRecorder:
             if token is not None:
                 otel_context.detach(token)  # type: ignore[arg-type]
             if node.attempt_rec:
-                attrs: dict[str, Any] = {
-                    a.GEN_AI_USAGE_INPUT_TOKENS: e.input_tokens,
-                    a.GEN_AI_USAGE_OUTPUT_TOKENS: e.output_tokens,
-                    a.COST_USD: e.cost_usd,
-                    a.ERROR_TYPE: e.error_type,
-                    a.FAILURE_CLASS: e.failure_class,
-                }
-                if e.model is not None:
-                    attrs[a.GEN_AI_REQUEST_MODEL] = e.model
-                span.set_attributes(attrs)
-                if self._capture:
-                    message = _truncate(e.message)
-                    span.add_event(
-                        a.EVENT_EXCEPTION,
-                        {a.EXCEPTION_TYPE: e.error_type, a.EXCEPTION_MESSAGE: message},
-                        _ns(e.ts),
-                    )
-                    span.set_status(Status(_ERROR, message))
+                attrs: dict[str, Any] = {}
+                _usage(attrs, e)
+                if denied:
+                    attrs[a.BUDGET_DECISION] = "deny"
+                    span.set_attributes(attrs)
                 else:
-                    span.set_status(Status(_ERROR))
+                    attrs[a.ERROR_TYPE] = e.error_type
+                    attrs[a.FAILURE_CLASS] = e.failure_class
+                    span.set_attributes(attrs)
+                    exc_attrs = {a.EXCEPTION_TYPE: e.error_type}
+                    message = _truncate(e.message) if self._capture else None
+                    if message is not None:
+                        exc_attrs[a.EXCEPTION_MESSAGE] = message
+                    span.add_event(a.EVENT_EXCEPTION, exc_attrs, _ns(e.ts))
+                    span.set_status(Status(_ERROR, message))
             span.end(_ns(e.ts))
         metrics = self._metrics
         if metrics is not None:
-            metrics.failure(run.workflow, e.node_id, e.failure_class, e.error_type)
+            if not denied:
+                metrics.failure(run.workflow, e.node_id, e.failure_class, e.error_type)
             metrics.usage(run.workflow, e.model, e.input_tokens, e.output_tokens, e.cost_usd)
 
     def _failure_classified(self, e: ev.FailureClassified) -> None:

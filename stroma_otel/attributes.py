@@ -30,6 +30,7 @@ __all__ = [
     "CONTRACT_FIELD_PATHS",
     "COST_USD",
     "ERROR_TYPE",
+    "ERROR_TYPE_INTERRUPTED",
     "ERROR_TYPE_OTHER",
     "EVENT_BUDGET_CHECKED",
     "EVENT_CHECKPOINT_LOADED",
@@ -47,8 +48,6 @@ __all__ = [
     "GEN_AI_OPERATION_NAME",
     "GEN_AI_REQUEST_MODEL",
     "GEN_AI_TOKEN_TYPE",
-    "GEN_AI_USAGE_INPUT_TOKENS",
-    "GEN_AI_USAGE_OUTPUT_TOKENS",
     "GEN_AI_WORKFLOW_NAME",
     "INSTRUMENTATION_NAME",
     "LINK_TYPE",
@@ -61,6 +60,7 @@ __all__ = [
     "METRIC_NODE_ATTEMPTS",
     "METRIC_NODE_DURATION",
     "METRIC_RETRY_DELAY",
+    "METRIC_RUN_DURATION",
     "METRIC_USAGE_COST",
     "METRIC_USAGE_TOKENS",
     "MODEL_FALLBACK_FROM",
@@ -69,6 +69,7 @@ __all__ = [
     "NODE_ATTEMPTS",
     "NODE_ID",
     "NODE_OUTCOME",
+    "NODE_OUTCOME_DENIED",
     "NODE_PARENT",
     "NODE_RESTORED",
     "NODE_SPAN",
@@ -81,12 +82,15 @@ __all__ = [
     "RUN_RESUMED_FROM",
     "RUN_SPAN",
     "RUN_STATUS",
+    "RUN_STATUS_INTERRUPTED",
     "SCHEMA_URL",
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_KEY",
     "STATE_INPUT",
     "STATE_OUTPUT",
     "USAGE_COST_USD",
+    "USAGE_INPUT_TOKENS",
+    "USAGE_OUTPUT_TOKENS",
     "USAGE_TOKENS",
 ]
 
@@ -114,12 +118,12 @@ GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
 OPERATION_INVOKE_WORKFLOW: Final = "invoke_workflow"
 GEN_AI_WORKFLOW_NAME: Final = "gen_ai.workflow.name"
 GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
-GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
-GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
 ERROR_TYPE: Final = "error.type"
 ERROR_TYPE_OTHER: Final = "_OTHER"
 """``error.type`` when the core does not say which exception it was (a failed parallel child)."""
+ERROR_TYPE_INTERRUPTED: Final = "stroma.interrupted"
+"""``error.type`` of spans a replayed run file left open: the process stopped before they ended."""
 EXCEPTION_TYPE: Final = "exception.type"
 EXCEPTION_MESSAGE: Final = "exception.message"
 
@@ -127,9 +131,15 @@ EXCEPTION_MESSAGE: Final = "exception.message"
 
 RUN_ID: Final = "stroma.run.id"
 RUN_STATUS: Final = "stroma.run.status"
+RUN_STATUS_INTERRUPTED: Final = "INTERRUPTED"
+"""``stroma.run.status`` of a replayed run whose file ends before the run did (a killed process)."""
 RUN_RESUMED_FROM: Final = "stroma.run.resumed_from"
 USAGE_TOKENS: Final = "stroma.usage.tokens"
 USAGE_COST_USD: Final = "stroma.usage.cost_usd"
+USAGE_INPUT_TOKENS: Final = "stroma.usage.input_tokens"
+"""On an attempt that reported usage: Stroma's roll-up. The provider's own client span stays the one
+source of ``gen_ai.usage.*``, so a backend summing those over a trace counts each token once."""
+USAGE_OUTPUT_TOKENS: Final = "stroma.usage.output_tokens"
 LINK_TYPE: Final = "stroma.link.type"
 LINK_TYPE_RESUMED_FROM: Final = "resumed_from"
 
@@ -141,7 +151,9 @@ NODE_RESTORED: Final = "stroma.node.restored"
 NODE_PARENT: Final = "stroma.node.parent"
 """On a parallel() child: the id of its group node."""
 NODE_OUTCOME: Final = "stroma.node.outcome"
-"""succeeded | failed | cancelled (a parallel() child cancelled because a sibling failed)."""
+"""succeeded | failed | cancelled (a parallel() child cancelled because a sibling failed) | denied."""
+NODE_OUTCOME_DENIED: Final = "denied"
+"""The node's code succeeded but the budget check after it denied the spend: a denial, not a failure."""
 
 # -- attempt ----------------------------------------------------------------------------------
 
@@ -168,7 +180,8 @@ EVENT_CHECKPOINT_SAVED: Final = "stroma.checkpoint.saved"
 EVENT_CHECKPOINT_LOADED: Final = "stroma.checkpoint.loaded"
 EVENT_CONTRACT_VIOLATION: Final = "stroma.contract.violation"
 EVENT_EXCEPTION: Final = "exception"
-"""The semantic-convention exception event; only with content capture on."""
+"""The semantic-convention exception event on a failed attempt: ``exception.type`` always,
+``exception.message`` only with content capture on."""
 
 RETRY_ATTEMPT: Final = "stroma.retry.attempt"
 """The number of the attempt that failed and will be retried."""
@@ -195,6 +208,8 @@ CONTRACT_ERRORS: Final = "stroma.contract.errors"
 
 # -- metrics (meter "stroma"; never a run id as a dimension) ---------------------------------
 
+METRIC_RUN_DURATION: Final = "stroma.run.duration"
+"""Run duration (s) by workflow name, run status and error type."""
 METRIC_NODE_DURATION: Final = "stroma.node.duration"
 METRIC_NODE_ATTEMPTS: Final = "stroma.node.attempts"
 METRIC_RETRY_DELAY: Final = "stroma.retry.delay"

@@ -9,8 +9,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +28,65 @@ from stroma.hooks import NodeHooks
 from stroma.testing import FakeClock, seed_jitter, use_clock
 from stroma_otel import otel_hooks
 from tests.stroma_otel.otlp_receiver import OtlpReceiver
+
+ROOT = Path(__file__).parents[2]
+
+ONE_NODE_APP = """
+import asyncio
+from pydantic import BaseModel
+from stroma import StromaRunner
+
+class Doc(BaseModel):
+    text: str
+
+runner = StromaRunner.quick(pipeline_name="zero-code")
+
+@runner.node("only", input=Doc, output=Doc)
+async def only(state: Doc) -> dict:
+    return {"text": state.text.upper()}
+
+result = asyncio.run(runner.run([only], Doc(text="no code change")))
+print(result.status)
+"""
+"""A program with one Stroma run of one node, for subprocess tests."""
+
+
+def otel_env(**extra: str) -> dict[str, str]:
+    """This process's environment without OTEL_* / STROMA_OTEL_* settings, the source tree on
+    PYTHONPATH, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "STROMA_OTEL_")) or k == "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+EXAMPLE = ROOT / "examples" / "otel_jaeger.py"
+_GROUP = "parallel(check_style,check_facts)"
+EXAMPLE_TREE: dict[str, str | None] = {
+    "invoke_workflow summarize-docs": None,
+    "node summarize": "invoke_workflow summarize-docs",
+    "attempt summarize #1": "node summarize",
+    "attempt summarize #2": "node summarize",
+    f"node {_GROUP}": "invoke_workflow summarize-docs",
+    f"attempt {_GROUP} #1": f"node {_GROUP}",
+    "node check_style": f"attempt {_GROUP} #1",
+    "node check_facts": f"attempt {_GROUP} #1",
+}
+"""Span name -> parent span name of the run examples/otel_jaeger.py makes."""
+
+
+def run_program(
+    args: list[str], env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a program that prints its run's status; assert it exits 0 with a COMPLETED run."""
+    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "COMPLETED" in proc.stdout
+    return proc
 
 
 class Doc(BaseModel):
@@ -88,7 +150,7 @@ class Otel:
         self.reader = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.reader])
 
-    def hooks(self, *, capture_content: bool = False) -> NodeHooks:
+    def hooks(self, *, capture_content: bool | None = None) -> NodeHooks:
         """``otel_hooks`` on these providers."""
         return otel_hooks(self.tracer_provider, self.meter_provider, capture_content)
 

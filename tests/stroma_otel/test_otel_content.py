@@ -24,7 +24,7 @@ def retry_connection_errors(exc: Exception, ctx: NodeContext) -> FailureClass | 
     return None
 
 
-async def run_leaky_pipeline(otel: Otel, *, capture_content: bool) -> bytes:
+async def run_leaky_pipeline(otel: Otel, *, capture_content: bool | None) -> bytes:
     """Run a pipeline that puts the canary everywhere; return every exported byte (OTLP encoded)."""
     runner = (
         StromaRunner.quick(run_id="run-canary", pipeline_name="docs")
@@ -70,7 +70,9 @@ async def test_canary_appears_nowhere_with_content_capture_off(otel: Otel, clock
     assert b"redis://" not in exported
     for span in otel.spans():
         assert span.status.description is None
-        assert all(e.name != a.EVENT_EXCEPTION for e in span.events)
+        for event in span.events:  # the exception event names the type, never the message
+            assert event.name != a.EVENT_EXCEPTION or a.EXCEPTION_MESSAGE not in (event.attributes or {})
+    assert any(e.name == a.EVENT_EXCEPTION for span in otel.spans() for e in span.events)
 
 
 async def test_canary_is_exported_with_content_capture_on(otel: Otel, clock: FakeClock) -> None:
@@ -93,10 +95,26 @@ async def test_canary_is_exported_with_content_capture_on(otel: Otel, clock: Fak
 async def test_capture_env_variable_turns_content_on(
     otel: Otel, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true opts in without code."""
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
-    exported = await run_leaky_pipeline(otel, capture_content=False)
+    """STROMA_OTEL_CAPTURE_CONTENT=true opts in without code."""
+    monkeypatch.setenv("STROMA_OTEL_CAPTURE_CONTENT", "true")
+    exported = await run_leaky_pipeline(otel, capture_content=None)
     assert CANARY.encode() in exported
+
+
+async def test_genai_message_variable_does_not_capture_pipeline_state(
+    otel: Otel, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GenAI message-capture variable is for LLM clients: Stroma's state stays out of spans."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    assert CANARY.encode() not in await run_leaky_pipeline(otel, capture_content=None)
+
+
+async def test_capture_argument_wins_over_the_variable(
+    otel: Otel, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """capture_content=False keeps content out even with STROMA_OTEL_CAPTURE_CONTENT=true."""
+    monkeypatch.setenv("STROMA_OTEL_CAPTURE_CONTENT", "true")
+    assert CANARY.encode() not in await run_leaky_pipeline(otel, capture_content=False)
 
 
 async def test_captured_content_is_truncated(otel: Otel, clock: FakeClock) -> None:

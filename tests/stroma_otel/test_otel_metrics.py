@@ -55,6 +55,7 @@ async def test_metrics_names_units_and_dimensions(otel: Otel, clock: FakeClock) 
     await run_pipeline(otel, clock)
     metrics = otel.metrics()
     assert set(metrics) == {
+        a.METRIC_RUN_DURATION,
         a.METRIC_NODE_DURATION,
         a.METRIC_NODE_ATTEMPTS,
         a.METRIC_RETRY_DELAY,
@@ -109,6 +110,10 @@ async def test_metrics_names_units_and_dimensions(otel: Otel, clock: FakeClock) 
     }
     cost = {k.get(a.GEN_AI_REQUEST_MODEL): p.value for k, p in metrics[a.METRIC_USAGE_COST]}
     assert cost["gpt-4o"] == pytest.approx(2 * estimate_cost_usd("gpt-4o", 1000, 300))
+    ((run_attrs, run_point),) = metrics[a.METRIC_RUN_DURATION]
+    assert run_attrs == {a.GEN_AI_WORKFLOW_NAME: "docs", a.RUN_STATUS: "COMPLETED"}  # never a run id
+    assert run_point.count == 2  # two runs
+    assert run_point.sum >= point.sum
     checkpoints = {tuple(sorted(k.items())): p.count for k, p in metrics[a.METRIC_CHECKPOINT_DURATION]}
     assert checkpoints == {((a.CHECKPOINT_OPERATION, "save"), (a.CHECKPOINT_STORE, "memory")): 4}
 

@@ -89,6 +89,8 @@ def test_public_names() -> None:
     """``__all__`` is exactly the public surface, sorted."""
     assert stroma_otel.__all__ == sorted(stroma_otel.__all__)
     assert set(stroma_otel.__all__) == {
+        "CAPTURE_CONTENT_ENV",
+        "OtelConfigurationError",
         "StromaInstrumentor",
         "Telemetry",
         "__version__",
@@ -167,7 +169,7 @@ def test_configure_sets_up_sdk_exporters_and_instruments() -> None:
     assert proc.stdout.splitlines() == [
         "True True",
         "svc 1",
-        "BatchSpanProcessor opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "BoundedBatchSpanProcessor opentelemetry.exporter.otlp.proto.http.trace_exporter",
         "0",
     ]
 

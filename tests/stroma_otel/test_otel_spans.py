@@ -68,13 +68,7 @@ def run_attrs(run_id: str, status: str, *, workflow: str = "docs", **extra: Any)
 
 def attempt_attrs(number: int, max_attempts: int, **extra: Any) -> dict[str, Any]:
     """The attributes of an attempt span without usage."""
-    attrs: dict[str, Any] = {
-        a.ATTEMPT_NUMBER: number,
-        a.ATTEMPT_MAX: max_attempts,
-        a.GEN_AI_USAGE_INPUT_TOKENS: 0,
-        a.GEN_AI_USAGE_OUTPUT_TOKENS: 0,
-        a.COST_USD: 0.0,
-    }
+    attrs: dict[str, Any] = {a.ATTEMPT_NUMBER: number, a.ATTEMPT_MAX: max_attempts}
     attrs.update(extra)
     return attrs
 
@@ -130,8 +124,8 @@ async def test_success_tree_names_attributes_and_usage(otel: Otel, clock: FakeCl
         4,
         **{
             a.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            a.GEN_AI_USAGE_INPUT_TOKENS: 100,
-            a.GEN_AI_USAGE_OUTPUT_TOKENS: 20,
+            a.USAGE_INPUT_TOKENS: 100,
+            a.USAGE_OUTPUT_TOKENS: 20,
             a.COST_USD: cost,
         },
     )
@@ -207,7 +201,9 @@ async def test_retry_then_success_reports_the_delay_actually_slept(otel: Otel, c
                 a.FAILURE_DECIDED_BY: "recoverable_connection_errors",
                 a.ERROR_TYPE: "ConnectionError",
             },
-        )
+        ),
+        # The semantic-convention exception event, by default with its type only (no message).
+        (a.EVENT_EXCEPTION, {a.EXCEPTION_TYPE: "ConnectionError"}),
     ]
     assert third.events == []
     assert first.span.status.description is None  # no exception text without content capture
@@ -272,6 +268,7 @@ async def test_terminal_contract_violation_fails_attempt_node_and_run(otel: Otel
                 a.ERROR_TYPE: violation,
             },
         ),
+        (a.EVENT_EXCEPTION, {a.EXCEPTION_TYPE: violation}),
     ]
     assert clock.slept == []
 
@@ -330,7 +327,7 @@ async def test_exhausted_retries_end_the_run_partial(otel: Otel, clock: FakeCloc
 
 
 async def test_budget_stop_records_checks_and_fails_the_node(otel: Otel, clock: FakeClock) -> None:
-    """Spending past the token budget is a deny check on the node, an ERROR attempt and a PARTIAL run."""
+    """Spending past the token budget is a denial (not a node failure) and a PARTIAL, ERROR run."""
     runner = (
         StromaRunner.quick(run_id="run-budget", pipeline_name="docs")
         .with_budget(tokens=100)
@@ -349,14 +346,12 @@ async def test_budget_stop_records_checks_and_fails_the_node(otel: Otel, clock: 
     run = otel.one()
     assert run.shape() == (
         "invoke_workflow docs", ERROR, (
-            ("node greedy", ERROR, (("attempt greedy #1", ERROR, ()),)),
+            ("node greedy", UNSET, (("attempt greedy #1", UNSET, ()),)),
         ),
     )  # fmt: skip
     assert run.attrs == run_attrs("run-budget", "PARTIAL", **{a.ERROR_TYPE: budget, a.USAGE_TOKENS: 120})
     node = run.children[0]
-    assert node.attrs == node_attrs(
-        "greedy", 1, "failed", **{a.ERROR_TYPE: budget, a.FAILURE_CLASS: "RECOVERABLE"}
-    )
+    assert node.attrs == node_attrs("greedy", 1, a.NODE_OUTCOME_DENIED)
 
     def check(used: float, decision: str) -> tuple[str, dict[str, Any]]:
         return (
@@ -376,12 +371,15 @@ async def test_budget_stop_records_checks_and_fails_the_node(otel: Otel, clock: 
         1,
         4,
         **{
-            a.GEN_AI_USAGE_INPUT_TOKENS: 80,
-            a.GEN_AI_USAGE_OUTPUT_TOKENS: 40,
-            a.ERROR_TYPE: budget,
-            a.FAILURE_CLASS: "RECOVERABLE",
+            a.USAGE_INPUT_TOKENS: 80,
+            a.USAGE_OUTPUT_TOKENS: 40,
+            a.COST_USD: 0.0,
+            a.BUDGET_DECISION: "deny",
         },
     )
+    assert [name for name, _ in node.children[0].events] == [a.EVENT_FAILURE_CLASSIFIED]  # no exception
+    failures = otel.metrics().get(a.METRIC_FAILURES, [])
+    assert failures == []  # a denial is not counted as a failure
 
 
 async def test_model_fallback_is_a_node_event_and_the_attempt_model(otel: Otel, clock: FakeClock) -> None:
@@ -415,8 +413,8 @@ async def test_model_fallback_is_a_node_event_and_the_attempt_model(otel: Otel, 
         4,
         **{
             a.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            a.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-            a.GEN_AI_USAGE_OUTPUT_TOKENS: 300,
+            a.USAGE_INPUT_TOKENS: 1000,
+            a.USAGE_OUTPUT_TOKENS: 300,
             a.COST_USD: cheap,
         },
     )
@@ -508,7 +506,7 @@ async def test_parallel_children_are_sibling_node_spans_under_the_group_attempt(
     (attempt,) = group.children
     assert attempt.name == "attempt parallel(left,right) #1"
     assert attempt.attrs == attempt_attrs(
-        1, 4, **{a.GEN_AI_USAGE_INPUT_TOKENS: 5, a.GEN_AI_USAGE_OUTPUT_TOKENS: 7}
+        1, 4, **{a.USAGE_INPUT_TOKENS: 5, a.USAGE_OUTPUT_TOKENS: 7, a.COST_USD: 0.0}
     )
     assert sorted(c.shape() for c in attempt.children) == [
         ("node left", UNSET, (("left call", UNSET, ()),)),

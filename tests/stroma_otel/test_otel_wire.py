@@ -4,7 +4,7 @@ opentelemetry-instrument and ``python -m stroma_otel export`` send."""
 from __future__ import annotations
 
 import asyncio
-import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,30 +16,52 @@ import pytest
 from stroma import FailureClass, NodeContext, StromaRunner
 from stroma.testing import FakeClock
 from stroma_otel import attributes as a
-from tests.stroma_otel.conftest import Doc, Otel, Out
+from tests.stroma_otel.conftest import (
+    EXAMPLE,
+    EXAMPLE_TREE,
+    ONE_NODE_APP,
+    ROOT,
+    Doc,
+    Otel,
+    Out,
+    otel_env,
+    run_program,
+)
 from tests.stroma_otel.otlp_receiver import OtlpReceiver, ReceivedSpan
 
-ROOT = Path(__file__).parents[2]
-EXAMPLE = ROOT / "examples" / "otel_jaeger.py"
 BIN = Path(sys.executable).parent
 
 
 def env_for(receiver: OtlpReceiver, protocol: str, **extra: str) -> dict[str, str]:
     """Environment that points the OTLP exporters at ``receiver``."""
     endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("OTEL_") or k == "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
-    }
-    env.update(
+    return otel_env(
         OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
         OTEL_SERVICE_NAME="wire-test",
-        PYTHONPATH=str(ROOT),
+        **extra,
     )
-    env.update(extra)
-    return env
+
+
+def run_instrumented(bin_dir: Path, python: str, app_dir: Path, env: dict[str, str]) -> None:
+    """``opentelemetry-instrument python app.py`` (ONE_NODE_APP) from ``bin_dir``; it completes."""
+    app = app_dir / "app.py"
+    app.write_text(textwrap.dedent(ONE_NODE_APP))
+    run_program([str(bin_dir / "opentelemetry-instrument"), python, str(app)], env, cwd=app_dir)
+
+
+def zero_code_tree(receiver: OtlpReceiver) -> dict[str, str | None]:
+    """Span name -> parent name of what ONE_NODE_APP sent (waits for its three spans)."""
+    assert receiver.wait_for(lambda r: len(r.spans()) >= 3)
+    spans = by_name(receiver.spans())
+    return {name: parent_of(spans, name) for name in spans}
+
+
+ZERO_CODE_TREE = {
+    "invoke_workflow zero-code": None,
+    "node only": "invoke_workflow zero-code",
+    "attempt only #1": "node only",
+}
 
 
 def by_name(spans: list[ReceivedSpan]) -> dict[str, ReceivedSpan]:
@@ -60,32 +82,13 @@ def parent_of(spans: dict[str, ReceivedSpan], name: str) -> str | None:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_example_exports_through_configure(receiver: OtlpReceiver, protocol: str) -> None:
-    """examples/otel_jaeger.py, run as documented, delivers the span tree and metrics over OTLP."""
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLE)],
-        env=env_for(receiver, protocol),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "COMPLETED" in proc.stdout
+    """examples/otel_jaeger.py, run as documented, delivers the span tree and (asked for) metrics."""
+    run_program([sys.executable, str(EXAMPLE)], env_for(receiver, protocol, OTEL_METRICS_EXPORTER="otlp"))
     assert receiver.wait_for(lambda r: len(r.spans()) >= 8 and r.metrics())
     spans = by_name(receiver.spans())
     transport = "grpc" if protocol == "grpc" else "http"
     assert {s.transport for s in spans.values()} == {transport}
-    group = "parallel(check_style,check_facts)"
-    assert {name: parent_of(spans, name) for name in spans} == {
-        "invoke_workflow summarize-docs": None,
-        "node summarize": "invoke_workflow summarize-docs",
-        "attempt summarize #1": "node summarize",
-        "attempt summarize #2": "node summarize",
-        f"node {group}": "invoke_workflow summarize-docs",
-        f"attempt {group} #1": f"node {group}",
-        "node check_style": f"attempt {group} #1",
-        "node check_facts": f"attempt {group} #1",
-    }
+    assert {name: parent_of(spans, name) for name in spans} == EXAMPLE_TREE
     run = spans["invoke_workflow summarize-docs"]
     assert run.resource["service.name"] == "wire-test"
     assert run.scope == "stroma"
@@ -101,23 +104,6 @@ def test_example_exports_through_configure(receiver: OtlpReceiver, protocol: str
     assert a.METRIC_FAILURES in metrics
 
 
-APP = """
-import asyncio
-from pydantic import BaseModel
-from stroma import StromaRunner
-
-class Doc(BaseModel):
-    text: str
-
-runner = StromaRunner.quick(pipeline_name="zero-code")
-
-@runner.node("only", input=Doc, output=Doc)
-async def only(state: Doc) -> dict:
-    return {"text": state.text.upper()}
-
-result = asyncio.run(runner.run([only], Doc(text="no code change")))
-print(result.status)
-"""
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -125,8 +111,6 @@ def test_opentelemetry_instrument_traces_stroma_with_no_code_change(
     receiver: OtlpReceiver, tmp_path: Path, protocol: str
 ) -> None:
     """``opentelemetry-instrument python app.py`` finds the entry point and exports the run's spans."""
-    app = tmp_path / "app.py"
-    app.write_text(textwrap.dedent(APP))
     env = env_for(
         receiver,
         protocol,
@@ -134,24 +118,9 @@ def test_opentelemetry_instrument_traces_stroma_with_no_code_change(
         OTEL_METRICS_EXPORTER="otlp",
         OTEL_LOGS_EXPORTER="none",
     )
-    proc = subprocess.run(
-        [str(BIN / "opentelemetry-instrument"), sys.executable, str(app)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "COMPLETED" in proc.stdout
-    assert receiver.wait_for(lambda r: len(r.spans()) >= 3)
-    spans = by_name(receiver.spans())
-    assert {name: parent_of(spans, name) for name in spans} == {
-        "invoke_workflow zero-code": None,
-        "node only": "invoke_workflow zero-code",
-        "attempt only #1": "node only",
-    }
-    assert spans["invoke_workflow zero-code"].resource["service.name"] == "wire-test"
+    run_instrumented(BIN, sys.executable, tmp_path, env)
+    assert zero_code_tree(receiver) == ZERO_CODE_TREE
+    assert by_name(receiver.spans())["invoke_workflow zero-code"].resource["service.name"] == "wire-test"
 
 
 def terminal(exc: Exception, ctx: NodeContext) -> FailureClass | None:
@@ -233,3 +202,30 @@ def test_export_rejects_bad_input_cleanly(tmp_path: Path, content: str | None, e
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("python -m stroma_otel export: error:")
+
+
+@pytest.mark.timeout(300)
+def test_the_otel_extra_alone_is_enough_for_opentelemetry_instrument(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """``pip install '.[otel]'`` in a fresh virtualenv, then ``opentelemetry-instrument`` exports spans."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    src = tmp_path / "src"  # a copy: building in the source tree would leave build/ there
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for package in ("stroma", "stroma_otel", "viewer"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    install = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", f"{src}[otel]"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    env = env_for(receiver, "grpc")
+    del env["PYTHONPATH"]  # the installed package, not the source tree
+    run_instrumented(venv / "bin", str(venv / "bin" / "python"), tmp_path, env)
+    assert zero_code_tree(receiver) == ZERO_CODE_TREE
