@@ -66,7 +66,7 @@ from stroma.cost import (
     estimate_cost_usd,
     spend_fraction,
 )
-from stroma.errors import NodeReturnTypeError, StoreUnavailableError
+from stroma.errors import NodeReturnTypeError, NodeTimeoutError, StoreUnavailableError
 from stroma.failures import (
     FailureClass,
     FailurePolicy,
@@ -166,6 +166,31 @@ async def _call(func: Callable[..., Any], state: Any, ctx: Any, with_ctx: bool) 
     if inspect.isawaitable(result):
         return await result
     return result
+
+
+async def _call_within(
+    func: Callable[..., Any], state: Any, ctx: Any, with_ctx: bool, node_id: str, timeout_ms: float
+) -> Any:
+    """Call a node under its timeout. A result that comes back late (a plain ``def`` node, or one
+    that blocked the loop) is discarded like one that was cut off: it is never committed."""
+    clock = current_clock()
+    t0 = clock.monotonic()
+    try:
+        async with asyncio.timeout(timeout_ms / 1000.0):
+            result = await _call(func, state, ctx, with_ctx)
+    except TimeoutError as exc:
+        raise _timed_out(node_id, timeout_ms) from exc
+    if (clock.monotonic() - t0) * 1000.0 > timeout_ms:
+        raise _timed_out(node_id, timeout_ms)
+    return result
+
+
+def _timed_out(node_id: str, timeout_ms: float) -> NodeTimeoutError:
+    return NodeTimeoutError(
+        f"node '{node_id}' took longer than its {timeout_ms:g} ms timeout (node_timeouts); its result "
+        "is discarded. A timeout cancels an async node at its next await; it cannot stop a thread "
+        "(asyncio.to_thread) or a plain def node, which run to the end before it is noticed"
+    )
 
 
 def _max_attempts(policies: dict[FailureClass, FailurePolicy]) -> int:
@@ -798,7 +823,7 @@ class ReliabilityContext:
         if pending is not None:
             await pending
             t0 = mono()  # hook time is never charged to the node
-        timed_out = recorded = False
+        recorded = False
         try:
             if contract is not None and type(input_state) is not contract.input_schema:
                 input_state = validate_boundary(contract, "input", input_state)
@@ -812,12 +837,7 @@ class ReliabilityContext:
                 if type(raw) is _coroutine or inspect.isawaitable(raw):
                     raw = await raw
             else:
-                try:
-                    async with asyncio.timeout(self._timeouts[step_id] / 1000.0):
-                        raw = await _call(func, input_state, ctx, with_ctx)
-                except TimeoutError:
-                    timed_out = True
-                    raise
+                raw = await _call_within(func, input_state, ctx, with_ctx, step_id, self._timeouts[step_id])
             if type(raw) is not dict:
                 raw, rec.input_tokens, rec.output_tokens, returned = split_output(raw, step_id)
                 rec.tokens = rec.input_tokens + rec.output_tokens
@@ -841,7 +861,8 @@ class ReliabilityContext:
         except Exception as exc:
             if not recorded:
                 rec.duration_ms = (mono() - t0) * 1000.0
-            raise _AttemptFailed(rec, exc, "timeout" if timed_out else error_type(exc), recorded) from exc
+            etype = "timeout" if isinstance(exc, NodeTimeoutError) else error_type(exc)
+            raise _AttemptFailed(rec, exc, etype, recorded) from exc
         except BaseException:  # cancelled mid-attempt: the attempt did start
             self._rec.flush()
             raise

@@ -89,6 +89,11 @@ class StoreUnavailableError(StromaError, ConnectionError):
     """A checkpoint store could not be reached. Classified RECOVERABLE: the node is retried."""
 
 
+class NodeTimeoutError(StromaError, TimeoutError):
+    """A node took longer than its ``node_timeouts`` entry; its result (if any) was discarded.
+    A ``TimeoutError``, so it is RECOVERABLE by default."""
+
+
 class RunFileError(StromaError):
     """A run file could not be read. ``path``, ``line`` and ``field`` say where."""
 

@@ -116,7 +116,7 @@ async def test_a_flow_run_retries_prices_and_traces_its_steps(otel: Otel, clock:
             ("node count", UNSET, (("attempt count #1", UNSET, ()),)),
         ),
     )  # fmt: skip
-    assert run.child("node count").child("attempt count #1").attrs[a.GEN_AI_USAGE_INPUT_TOKENS] == 100
+    assert run.child("node count").child("attempt count #1").attrs[a.USAGE_INPUT_TOKENS] == 100
 
 
 async def test_a_step_violating_its_contract_fails_the_flow(otel: Otel, clock: FakeClock) -> None:

@@ -155,8 +155,8 @@ async def test_retries_and_usage_inside_ainvoke_become_stroma_spans(otel: Otel, 
     )  # fmt: skip
     assert run.attrs[a.RUN_STATUS] == "COMPLETED"
     usage = run.child("node count").child("attempt count #1").attrs
-    assert usage[a.GEN_AI_USAGE_INPUT_TOKENS] == 120
-    assert usage[a.GEN_AI_USAGE_OUTPUT_TOKENS] == 30
+    assert usage[a.USAGE_INPUT_TOKENS] == 120
+    assert usage[a.USAGE_OUTPUT_TOKENS] == 30
     first = run.child("node fetch").children[0].attrs
     assert first[a.ERROR_TYPE] == "TimeoutError"
 
