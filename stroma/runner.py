@@ -150,6 +150,9 @@ class StromaRunner:
             checkpoint_manager = CheckpointManager(checkpoint_manager)
         self.checkpoint_manager = checkpoint_manager
         self.config = config if config is not None else RunConfig()
+        # pipelines already checked whose nodes all carry their contracts (nothing in them can
+        # change with the registry): a runner reused for many runs checks each pipeline once
+        self._checked: dict[tuple[NodeFunction, ...], list[_Step]] = {}
 
     def __repr__(self) -> str:
         return f"StromaRunner(run_id={self.config.run_id!r}, store={self.checkpoint_manager.kind!r})"
@@ -281,6 +284,20 @@ class StromaRunner:
         return config.run_id if "run_id" in config.model_fields_set else new_run_id()
 
     def _steps(self, node_sequence: Sequence[NodeFunction]) -> list[_Step]:
+        key = tuple(node_sequence) if type(node_sequence) in (list, tuple) else None
+        cached = self._checked.get(key) if key is not None else None
+        if cached is not None:
+            return cached
+        steps = self._check_steps(node_sequence)
+        if key is not None and all(
+            getattr(f, "_stroma_contract", None) is not None or hasattr(f, "_stroma_children") for f in key
+        ):
+            if len(self._checked) >= 32:
+                self._checked.clear()
+            self._checked[key] = steps
+        return steps
+
+    def _check_steps(self, node_sequence: Sequence[NodeFunction]) -> list[_Step]:
         if type(node_sequence) not in (list, tuple) and (
             isinstance(node_sequence, str | bytes) or not isinstance(node_sequence, Sequence)
         ):
