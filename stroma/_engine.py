@@ -637,14 +637,17 @@ class ReliabilityContext:
         if self._writer is not None:
             self._writer.close()
 
-    def _progress_fields(self, status: str, mono: float | None = None) -> tuple[Any, ...]:
+    def _progress_fields(
+        self, status: str, mono: float | None = None, *, committing: str | None = None
+    ) -> tuple[Any, ...]:
         # The progress record, as the arguments of progress_json (the in-process store keeps
-        # them as they are and renders the JSON when read). ``mono``: when it is written.
+        # them as they are and renders the JSON when read). ``mono``: when it is written;
+        # ``committing``: the node whose commit writes it.
         tracker = self.tracker
         return (
             self.run_id,
-            self._last_node,
-            self._committed,
+            self._last_node if committing is None else committing,
+            self._committed if committing is None else self._committed + 1,
             status,
             tracker.total_tokens,
             tracker.total_cost_usd,
@@ -881,20 +884,11 @@ class ReliabilityContext:
         manager = self.checkpoint_manager
         if manager is None:
             return None
-        previous = self._last_node
-        self._committed += 1
-        self._last_node = rec.node_id
         ref = schema_ref(type(output))
+        progress = self._progress_fields("running", done, committing=rec.node_id)
         if manager.commit_inline is None:
-            return self._commit_to_store(manager, rec, output, payload, ref, done, previous)
-        try:
-            manager.commit_inline(
-                self.run_id, rec.node_id, payload, ref, self._progress_fields("running", done)
-            )
-        except BaseException:
-            self._committed -= 1
-            self._last_node = previous
-            raise
+            return self._commit_to_store(manager, rec, output, payload, ref, progress, done)
+        manager.commit_inline(self.run_id, rec.node_id, payload, ref, progress)
         self._saved(rec, manager, done)
         return None
 
@@ -905,19 +899,15 @@ class ReliabilityContext:
         output: BaseModel,
         payload: str,
         ref: str,
+        progress: tuple[Any, ...],
         done: float,
-        previous: str | None,
     ) -> None:
-        try:
-            progress = progress_json(*self._progress_fields("running", done))
-            await manager.commit_json(self.run_id, rec.node_id, output, payload, ref, progress)
-        except BaseException:
-            self._committed -= 1
-            self._last_node = previous
-            raise
+        await manager.commit_json(self.run_id, rec.node_id, output, payload, ref, progress_json(*progress))
         self._saved(rec, manager, done)
 
     def _saved(self, rec: AttemptRecord, manager: CheckpointManager, done: float) -> None:
+        self._committed += 1
+        self._last_node = rec.node_id
         saved = self._mono()
         rec.store = manager.kind
         rec.saved = self._wall0 - self._mono0 + saved
