@@ -195,7 +195,7 @@ def hand_made(tracer: trace.Tracer, nodes: int) -> None:
         attempt = tracer.start_span(
             f"attempt {node_id} #1",
             context=node_ctx,
-            attributes={a.ATTEMPT_NUMBER: 1, a.ATTEMPT_MAX: 4},
+            attributes={a.ATTEMPT_NUMBER: 1, a.ATTEMPT_MAX: 3},
         )
         token = context.attach(trace.set_span_in_context(attempt))
         run.add_event(
@@ -247,7 +247,7 @@ def hand_hooks(tracer: trace.Tracer) -> NodeHooks:
         node_ctx = nodes[run_id, node_id][1]
         # on_node_start gets no attempt number: every node of this pipeline succeeds first time.
         span = tracer.start_span(
-            f"attempt {node_id} #1", context=node_ctx, attributes={a.ATTEMPT_NUMBER: 1, a.ATTEMPT_MAX: 4}
+            f"attempt {node_id} #1", context=node_ctx, attributes={a.ATTEMPT_NUMBER: 1, a.ATTEMPT_MAX: 3}
         )
         attempts[run_id, node_id] = (span, context.attach(trace.set_span_in_context(span)))
 

@@ -6,11 +6,12 @@
 Subjects, interleaved in one process (median of --repeats rounds):
 - floor: N sequential ``await node(state)`` with pydantic validation of input and output;
 - stroma: ``StromaRunner.quick()`` (contracts, in-memory checkpoint per node, trace, events);
+- watched: the same with one synchronous ``on_event`` hook (every event built and dispatched live);
 - langgraph / langgraph+ckpt: a StateGraph chain of the same N nodes, without and with
   ``InMemorySaver``.
 
-Targets (issue 6): stroma <= 2.5x floor at N = 1,000; stroma per-node cost at N = 10,000
-within 1.3x of N = 100.
+Targets: stroma <= 2.5x floor at N = 1,000; stroma per-node cost at N = 10,000 within 1.3x of
+N = 100; watched <= 2x stroma.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c
 
+from stroma import NodeHooks
+
 TARGET_VS_FLOOR = 2.5
 TARGET_FLAT = 1.3
+TARGET_WATCHED = 2.0  # a run with one synchronous on_event hook, against a quiet run
 
 
 async def measure(
@@ -47,7 +51,20 @@ async def measure(
             result = await runner.run(nodes, start_a)
             assert result.status.value == "COMPLETED", result.status
 
-    subjects: dict[str, Any] = {"floor": floor, "stroma": stroma}
+    watched_runner, watched_nodes = c.stroma_pipeline(n)
+    seen = [0]
+
+    def on_event(event: Any) -> None:  # the cheapest real listener: one sync hook, every event
+        seen[0] += 1
+
+    watched_runner.with_hooks(NodeHooks(on_event=on_event))
+
+    async def watched() -> None:
+        for _ in range(inner):
+            result = await watched_runner.run(watched_nodes, start_a)
+            assert result.status.value == "COMPLETED", result.status
+
+    subjects: dict[str, Any] = {"floor": floor, "stroma": stroma, "watched": watched}
     if use_langgraph:
         plain = c.langgraph_pipeline(n, checkpointer=False)
         saved = c.langgraph_pipeline(n, checkpointer=True)
@@ -64,8 +81,8 @@ async def measure(
         subjects["langgraph+ckpt"] = langgraph_ckpt
 
     def setup(name: str) -> None:
-        if name == "stroma":
-            c.fresh_store(runner)  # an empty store per sample: repeats don't accumulate
+        if name in ("stroma", "watched"):  # an empty store per sample: repeats don't accumulate
+            c.fresh_store(runner if name == "stroma" else watched_runner)
 
     if gc_freeze:  # the pipeline definitions are long-lived: keep them out of full collections
         gc.collect()
@@ -111,7 +128,7 @@ async def main_async(argv: list[str] | None = None) -> int:
         )
         print(f"  measured N={n:,}", file=sys.stderr, flush=True)
 
-    headers = ["N", "floor µs/node", "stroma µs/node", "stroma/floor"]
+    headers = ["N", "floor µs/node", "stroma µs/node", "stroma/floor", "watched µs/node", "watched/stroma"]
     if use_lg:
         headers += ["langgraph µs/node", "lg+ckpt µs/node", "stroma/lg", "stroma/lg+ckpt"]
     headers.append("target")
@@ -119,7 +136,15 @@ async def main_async(argv: list[str] | None = None) -> int:
     for n in sizes:
         r = per_node[n]
         ratio = r["stroma"] / r["floor"]
-        row: list[Any] = [f"{n:,}", c.us(r["floor"]), c.us(r["stroma"]), f"{ratio:.2f}x"]
+        watched_ratio = r["watched"] / r["stroma"]
+        row: list[Any] = [
+            f"{n:,}",
+            c.us(r["floor"]),
+            c.us(r["stroma"]),
+            f"{ratio:.2f}x",
+            c.us(r["watched"]),
+            f"{watched_ratio:.2f}x",
+        ]
         if use_lg and "langgraph" not in r:
             row += ["-", "-", "-", "-"]
         elif use_lg:
@@ -130,7 +155,10 @@ async def main_async(argv: list[str] | None = None) -> int:
                 f"{r['stroma'] / r['langgraph+ckpt']:.2f}x",
             ]
         row.append(
-            f"<= {TARGET_VS_FLOOR}x: {c.verdict(ratio <= TARGET_VS_FLOOR)}" if n == 1_000 else ""
+            f"<= {TARGET_VS_FLOOR}x: {c.verdict(ratio <= TARGET_VS_FLOOR)}; watched <= "
+            f"{TARGET_WATCHED}x: {c.verdict(watched_ratio <= TARGET_WATCHED)}"
+            if n == 1_000
+            else ""
         )
         rows.append(row)
     freeze = ", gc.freeze() after setup" if args.gc_freeze else ""

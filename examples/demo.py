@@ -102,7 +102,7 @@ def build(
             {"topic": state.topic, "summary": text, "word_count": len(text.split())},
             1200,
             300,
-            ctx["_stroma_model"],
+            ctx.get("_stroma_model", ctx["model"]),  # the fallback model once spend crosses it
         )
 
     @runner.node("publish", input=Summary, output=Post)

@@ -62,6 +62,7 @@ from stroma.cost import (
     BudgetExceeded,
     CostTracker,
     ExecutionBudget,
+    FallbackPolicy,
     active_fallback,
     estimate_cost_usd,
     spend_fraction,
@@ -691,16 +692,19 @@ class ReliabilityContext:
             cached = self._policies[node_id] = (policies, _max_attempts(policies))
         return cached
 
-    async def _model_for(self, step_id: str, ctx: Any, declared: str | None) -> tuple[str | None, bool]:
-        """The model this attempt should use and whether a fallback chose it (published as
-        BudgetChecked "fallback" and ModelFallback); sets or clears ``ctx["_stroma_model"]``."""
+    def _fallback(self, ctx: Any) -> FallbackPolicy | None:
+        """The model fallback in force for an attempt starting now (sets or clears
+        ``ctx["_stroma_model"]``)."""
         policy = active_fallback(self.tracker, self._budget, self._fallbacks)
-        if policy is None:
-            if isinstance(ctx, dict):
-                ctx.pop(MODEL_KEY, None)
-            return declared, False
         if isinstance(ctx, dict):
-            ctx[MODEL_KEY] = policy.fallback_model
+            if policy is None:
+                ctx.pop(MODEL_KEY, None)
+            else:
+                ctx[MODEL_KEY] = policy.fallback_model
+        return policy
+
+    async def _announce_fallback(self, step_id: str, declared: str | None, policy: FallbackPolicy) -> None:
+        """Publish a fallback in force: BudgetChecked "fallback" and ModelFallback, on the node."""
         now = self._now()
         await self.emit(
             ev.BudgetChecked(
@@ -723,7 +727,6 @@ class ReliabilityContext:
                 spend_fraction=spend_fraction(self.tracker, self._budget) or 0.0,
             )
         )
-        return policy.fallback_model, True
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -807,9 +810,10 @@ class ReliabilityContext:
         model = ctx.get("model") if type(ctx) is dict else None  # the model the node declares
         if not isinstance(model, str):
             model = None
-        fell_back = False
-        if self._fallbacks:
-            model, fell_back = await self._model_for(step_id, ctx, model)
+        declared = model
+        fallback = self._fallback(ctx) if self._fallbacks else None
+        if fallback is not None:
+            model = fallback.fallback_model
         key = f"{self.run_id}:{step_id}"
         if type(ctx) is dict:
             ctx[IDEMPOTENCY_KEY] = key
@@ -825,6 +829,9 @@ class ReliabilityContext:
         pending = self._rec.begin(rec)
         if pending is not None:
             await pending
+        if fallback is not None:  # on the node, after its start
+            await self._announce_fallback(step_id, declared, fallback)
+        if pending is not None or fallback is not None:
             t0 = mono()  # hook time is never charged to the node
         recorded = False
         try:
@@ -844,7 +851,7 @@ class ReliabilityContext:
             if type(raw) is not dict:
                 raw, rec.input_tokens, rec.output_tokens, returned = split_output(raw, step_id)
                 rec.tokens = rec.input_tokens + rec.output_tokens
-                rec.used_model = model if fell_back or returned is None else returned
+                rec.used_model = model if fallback is not None or returned is None else returned
                 if rec.used_model is not None:
                     rec.cost_usd = estimate_cost_usd(rec.used_model, rec.input_tokens, rec.output_tokens)
             output = _validated_output(contract, raw)

@@ -118,10 +118,10 @@ async def test_success_tree_names_attributes_and_usage(otel: Otel, clock: FakeCl
     fetch_node, summarize_node = run.children
     assert fetch_node.attrs == node_attrs("fetch", 1)
     assert fetch_node.events == []
-    assert fetch_node.children[0].attrs == attempt_attrs(1, 4)
+    assert fetch_node.children[0].attrs == attempt_attrs(1, 3)
     assert summarize_node.children[0].attrs == attempt_attrs(
         1,
-        4,
+        3,
         **{
             a.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
             a.USAGE_INPUT_TOKENS: 100,
@@ -190,9 +190,9 @@ async def test_retry_then_success_reports_the_delay_actually_slept(otel: Otel, c
     ]
     first, second, third = node.children
     failed = {a.ERROR_TYPE: "ConnectionError", a.FAILURE_CLASS: "RECOVERABLE"}
-    assert first.attrs == attempt_attrs(1, 4, **failed)
-    assert second.attrs == attempt_attrs(2, 4, **failed)
-    assert third.attrs == attempt_attrs(3, 4)
+    assert first.attrs == attempt_attrs(1, 3, **failed)
+    assert second.attrs == attempt_attrs(2, 3, **failed)
+    assert third.attrs == attempt_attrs(3, 3)
     assert first.events == [
         (
             a.EVENT_FAILURE_CLASSIFIED,
@@ -250,7 +250,7 @@ async def test_terminal_contract_violation_fails_attempt_node_and_run(otel: Otel
         )
     ]
     attempt = node.children[0]
-    assert attempt.attrs == attempt_attrs(1, 4, **{a.ERROR_TYPE: violation, a.FAILURE_CLASS: "TERMINAL"})
+    assert attempt.attrs == attempt_attrs(1, 3, **{a.ERROR_TYPE: violation, a.FAILURE_CLASS: "TERMINAL"})
     assert attempt.events == [
         (
             a.EVENT_CONTRACT_VIOLATION,
@@ -275,7 +275,7 @@ async def test_terminal_contract_violation_fails_attempt_node_and_run(otel: Otel
 
 async def test_exhausted_retries_end_the_run_partial(otel: Otel, clock: FakeClock) -> None:
     """A node that keeps failing records each retry, then retries-exhausted with the policy; run PARTIAL."""
-    policy = FailurePolicy(max_retries=2, backoff_seconds=0.5)
+    policy = FailurePolicy(max_retries=3, backoff_seconds=0.5)  # three calls in all
     runner = (
         StromaRunner.quick(run_id="run-exhausted", pipeline_name="docs")
         .with_classifiers([recoverable_connection_errors])
@@ -319,7 +319,7 @@ async def test_exhausted_retries_end_the_run_partial(otel: Otel, clock: FakeCloc
     assert node.events[2][1] == {
         a.NODE_ATTEMPTS: 3,
         a.FAILURE_CLASS: "RECOVERABLE",
-        a.RETRY_MAX_RETRIES: 2,
+        a.RETRY_MAX_RETRIES: 3,
         a.RETRY_BACKOFF_S: 0.5,
     }
     for attempt in node.children:
@@ -369,7 +369,7 @@ async def test_budget_stop_records_checks_and_fails_the_node(otel: Otel, clock: 
     assert node.events[:-1] in ([], [check(0.0, "allow")])
     assert node.children[0].attrs == attempt_attrs(
         1,
-        4,
+        3,
         **{
             a.USAGE_INPUT_TOKENS: 80,
             a.USAGE_OUTPUT_TOKENS: 40,
@@ -410,7 +410,7 @@ async def test_model_fallback_is_a_node_event_and_the_attempt_model(otel: Otel, 
     assert draft_node.children[0].attrs[a.GEN_AI_REQUEST_MODEL] == "gpt-4o"
     assert polish_node.children[0].attrs == attempt_attrs(
         1,
-        4,
+        3,
         **{
             a.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
             a.USAGE_INPUT_TOKENS: 1000,
@@ -439,7 +439,7 @@ async def test_model_fallback_is_a_node_event_and_the_attempt_model(otel: Otel, 
 async def test_timeout_is_error_type_timeout_and_user_spans_still_nest(otel: Otel, clock: FakeClock) -> None:
     """A per-node timeout fails the attempt with error.type=timeout; the user's span nests under it."""
     user_tracer = otel.tracer_provider.get_tracer("user")
-    policy = FailurePolicy(max_retries=1, backoff_seconds=0.0)
+    policy = FailurePolicy(max_retries=2, backoff_seconds=0.0)
     runner = (
         StromaRunner.quick(run_id="run-timeout", pipeline_name="docs")
         .with_node_timeouts({"stuck": 20})
@@ -506,7 +506,7 @@ async def test_parallel_children_are_sibling_node_spans_under_the_group_attempt(
     (attempt,) = group.children
     assert attempt.name == "attempt parallel(left,right) #1"
     assert attempt.attrs == attempt_attrs(
-        1, 4, **{a.USAGE_INPUT_TOKENS: 5, a.USAGE_OUTPUT_TOKENS: 7, a.COST_USD: 0.0}
+        1, 3, **{a.USAGE_INPUT_TOKENS: 5, a.USAGE_OUTPUT_TOKENS: 7, a.COST_USD: 0.0}
     )
     assert sorted(c.shape() for c in attempt.children) == [
         ("node left", UNSET, (("left call", UNSET, ()),)),
