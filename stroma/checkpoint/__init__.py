@@ -439,7 +439,7 @@ class CheckpointManager:
         got = await self._call("acquire_lease", run_id, owner, ttl_s)
         if not got:
             raise RunLeasedError(
-                f"run '{run_id}' is being run or resumed by another worker (its lease is held); "
+                f"run '{run_id}' is being resumed by another worker (its lease is held); "
                 f"wait for it to finish, or retry after the lease expires (at most {ttl_s:g} s "
                 "after that worker stopped)"
             )

@@ -47,7 +47,7 @@ from stroma.checkpoint._codec import (
 )
 from stroma.errors import ConfigurationError, StoreDataError, StoreUnavailableError
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "where_clause"]
 
 _T = TypeVar("_T")
 
@@ -335,7 +335,7 @@ class SqliteStore(JsonStoreMixin):
         """The runs in the file (oldest update first), filtered on the ``stroma_runs`` index;
         see :meth:`stroma.checkpoint.CheckpointManager.list_runs`."""
         check_list_args(status, pipeline, updated_before, limit)
-        where, args = _where(status, pipeline, updated_before)
+        where, args = where_clause(status, pipeline, updated_before)
         sql = f"{_LIST}{where} ORDER BY r.updated_at, r.run_id LIMIT ?"
 
         def op(conn: sqlite3.Connection) -> list[RunRecord]:
@@ -357,11 +357,11 @@ class SqliteStore(JsonStoreMixin):
         await self._run(op)
 
 
-def _where(
+def where_clause(
     status: str | None, pipeline: str | None, updated_before: float | None, mark: str = "?"
 ) -> tuple[str, list[Any]]:
     """The WHERE clause of a run listing on the ``r`` (runs index) table and its arguments;
-    ``mark`` is the placeholder (``?``, or ``$`` for numbered ones starting at ``$2``)."""
+    ``mark`` is the placeholder (``?``, or ``$`` for PostgreSQL's ``$1``, ``$2`` ...)."""
     terms: list[str] = []
     args: list[Any] = []
     for column, op, value in (
@@ -369,6 +369,6 @@ def _where(
     ):
         if value is not None:
             args.append(value)
-            place = "?" if mark == "?" else f"${len(args) + 1}"
+            place = "?" if mark == "?" else f"${len(args)}"
             terms.append(f"r.{column} {op} {place}")
     return (" WHERE " + " AND ".join(terms) if terms else ""), args
