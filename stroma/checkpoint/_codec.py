@@ -402,7 +402,7 @@ class JsonStoreMixin:
 
     async def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
         """Save ``state`` as JSON with its schema reference."""
-        await self.save_raw(run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
+        await self.save_raw(run_id, node_id, encode_checkpoint(node_id, state), schema_ref(type(state)))
 
     async def save_typed(self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]) -> None:
         """Save ``state`` validated as ``schema``."""

@@ -17,6 +17,7 @@ from stroma.checkpoint._codec import (
     RunRecord,
     check_list_args,
     decode_payload,
+    encode_checkpoint,
     lease_lost,
     matches,
     progress_json,
@@ -41,7 +42,7 @@ class InMemoryStore:
     def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
         """Save ``state`` as JSON."""
         self._data.setdefault(run_id, {})[node_id] = (
-            state.model_dump_json(),
+            encode_checkpoint(node_id, state),
             schema_ref(type(state)),
         )
 
@@ -136,7 +137,7 @@ class AsyncInMemoryStore:
     async def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
         """Save ``state`` as JSON."""
         self._data.setdefault(run_id, {})[node_id] = (
-            state.model_dump_json(),
+            encode_checkpoint(node_id, state),
             schema_ref(type(state)),
         )
 

@@ -61,6 +61,7 @@ from stroma.checkpoint._codec import (
     RunRecord,
     check_list_args,
     decode_payload,
+    encode_checkpoint,
     index_fields,
     lease_lost,
     matches,
@@ -740,7 +741,7 @@ class SyncRedisStore(_RedisBase):
 
     def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
         """Save ``state`` as JSON with its schema reference."""
-        self.save_raw(run_id, node_id, state.model_dump_json(), schema_ref(type(state)))
+        self.save_raw(run_id, node_id, encode_checkpoint(node_id, state), schema_ref(type(state)))
 
     def save_typed(self, run_id: str, node_id: str, state: BaseModel, schema: type[BaseModel]) -> None:
         """Save ``state`` validated as ``schema``."""
