@@ -460,21 +460,29 @@ class CheckpointManager:
     async def _renew(self, lease: Lease, ttl_s: float) -> None:
         loop = asyncio.get_running_loop()
         renewed = loop.time()
-        while True:
+        while not lease.lost:
             await asyncio.sleep(ttl_s / 3)  # real time: a lease is about other processes
-            try:
-                got = await self._call("acquire_lease", lease.run_id, lease.owner, ttl_s)
-            except StoreUnavailableError as exc:
-                if loop.time() - renewed < ttl_s:
-                    logger.warning("run %s: could not renew its lease (%s); retrying",
-                                   lease.run_id, exc)
-                    continue
-                got, why = 0, f"its lease could not be renewed for {ttl_s:g} s ({exc})"
-            else:
-                why = "its lease was taken by another worker"
-            if got and (got is True or lease.token is None or int(got) == lease.token):
+            if await self.renew_lease(lease, ttl_s, failing_for=loop.time() - renewed):
                 renewed = loop.time()
-                continue
-            lease.lost, lease.reason = True, why
-            logger.warning("run %s: %s; it stops before its next node", lease.run_id, why)
-            return
+
+    async def renew_lease(self, lease: Lease, ttl_s: float = LEASE_TTL_S,
+                          failing_for: float = 0.0) -> bool:
+        """Renew ``lease`` once (what the renewer of :meth:`lease` does every ``ttl_s / 3``);
+        True when it is still held. Sets ``lease.lost`` when another worker took the run, or
+        when the store stays unreachable and renewals have failed for ``failing_for >= ttl_s``
+        seconds (the lease may have lapsed and been taken)."""
+        try:
+            got = await self._call("acquire_lease", lease.run_id, lease.owner, ttl_s)
+        except StoreUnavailableError as exc:
+            if failing_for < ttl_s:
+                logger.warning("run %s: could not renew its lease (%s); retrying",
+                               lease.run_id, exc)
+                return False
+            got, why = 0, f"its lease could not be renewed for {ttl_s:g} s ({exc})"
+        else:
+            why = "its lease was taken by another worker"
+        if got and (got is True or lease.token is None or int(got) == lease.token):
+            return True
+        lease.lost, lease.reason = True, why
+        logger.warning("run %s: %s; it stops before its next node", lease.run_id, why)
+        return False
