@@ -11,7 +11,8 @@ next to the cheapest comparable write the same server can do on the same connect
 
 It also proves a save is ONE round trip: every client connection goes through a relay that
 counts request/response round trips, and Redis's INFO commandstats shows which commands a save
-sent (MULTI, HSET, EXPIRE, EXEC: one atomic transaction).
+sent (EVALSHA of one Lua script running HSET and EXPIRE: one atomic write that would also check
+a fencing token).
 
 Run::
 
@@ -272,7 +273,7 @@ async def bench_postgres(dsn: str, n: int, rows: list[Row], notes: list[str]) ->
             rows.append((label, conc, s_lat, s_ops, b_lat, b_ops))
         if target is dsn:
             async with pool.acquire() as conn:
-                await conn.execute(f"DROP TABLE {table}, {table}_leases, {table}_plain")
+                await conn.execute(f"DROP TABLE {table}, {table}_leases, {table}_runs, {table}_plain")
         await store.aclose()
     await relay.close()
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic_core import PydanticSerializationError, to_json
 
 from stroma._schemas import resolve_schema, schema_ref
 from stroma.errors import (
@@ -194,6 +194,15 @@ def _unstorable(value: Any) -> str | None:
     return None
 
 
+def _maybe_non_finite(model: BaseModel) -> bool:
+    """Whether ``model`` may hold a NaN/inf float (a quick test in Rust: its data rendered with
+    NaN/Infinity as literals; a string holding that text only costs the exact walk)."""
+    rendered = to_json(
+        model.model_dump(), inf_nan_mode="constants", bytes_mode="base64", serialize_unknown=True
+    )
+    return b"NaN" in rendered or b"Infinity" in rendered
+
+
 def _refuse(node_id: str, field: str, reason: str) -> CheckpointEncodeError:
     return CheckpointEncodeError(
         f"node '{node_id}' returned output that cannot be checkpointed: field '{field}' is "
@@ -258,7 +267,7 @@ def encode_checkpoint(node_id: str, model: BaseModel, payload: str | None = None
     """
     if payload is None:
         payload = output_json(node_id, model)
-    if "null" in payload or "NaN" in payload or "Infinity" in payload:
+    if ("null" in payload or "NaN" in payload or "Infinity" in payload) and _maybe_non_finite(model):
         found = _first_unstorable(node_id, model, _non_finite)
         if found is not None:
             raise found
