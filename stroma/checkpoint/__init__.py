@@ -253,7 +253,8 @@ class CheckpointManager:
             getattr(type(store), name, None) is not getattr(AsyncInMemoryStore, name)
             for name in ("commit_raw", "save_raw", "load_raw")
         )
-        self.commit_inline: Callable[[str, str, str, str, tuple[Any, ...]], None] | None = (
+        # commit_inline(run_id, node_id, payload, ref, progress_fields, token=None)
+        self.commit_inline: Callable[..., None] | None = (
             None if overridden or not callable(inline) else inline
         )
         save = getattr(store, "_save_inline", None)

@@ -5,6 +5,7 @@ straight into each store's storage (bypassing the store) for the hostile-payload
 from __future__ import annotations
 
 import shutil
+import socket
 import sqlite3
 import subprocess
 import time
@@ -156,7 +157,7 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     if binary is None or shutil.which("redis-cli") is None:
         pytest.skip("no redis-server and redis-cli on PATH: cannot start a Redis Cluster")
     base = tmp_path_factory.mktemp("redis-cluster")
-    ports = [_free_port() for _ in range(3)]
+    ports = [_cluster_port() for _ in range(3)]
     procs = []
     try:
         for port in ports:
@@ -170,6 +171,8 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             ))
         deadline = time.monotonic() + 20.0
         while not all(_ping(port) for port in ports):
+            exited = [p.args for p in procs if p.poll() is not None]
+            assert not exited, f"cluster nodes exited: {exited}"
             assert time.monotonic() < deadline, "cluster nodes did not start"
             time.sleep(0.05)
         subprocess.run(
@@ -185,6 +188,21 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is a valid, free port too."""
+    for _ in range(100):
+        port = _free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def _ping(port: int) -> bool:

@@ -28,6 +28,7 @@ from stroma.errors import (
     StoreUnavailableError,
 )
 from stroma.failures import FailureClass, NodeContext, classify
+from tests.conftest import PrivateRedis
 from tests.stroma.stores.conftest import StoreKit, redis_admin
 
 MakeStore = Callable[..., Awaitable[StoreKit]]
@@ -387,3 +388,18 @@ async def test_a_run_can_be_resumed_from_its_manifest_alone(
     assert [(r.run_id, r.status, r.committed) for r in listed] == [(run_id, "running", 0)]
     assert await manager.load_initial_input(f"{unique}-none") is None
     await manager.clear(run_id)
+
+
+async def test_giving_a_lease_back_during_a_redis_outage_does_not_block(
+    private_redis: PrivateRedis, unique: str
+) -> None:
+    """Redis going away while a run holds its lease: leaving the lease block takes at most
+    RELEASE_TIMEOUT_S (plus a second), and the lease expires on its own."""
+    store = RedisStore(private_redis.url, key_prefix=unique)
+    manager = CheckpointManager(store)
+    async with manager.lease(f"{unique}-r") as lease:
+        assert lease.token == 1
+        private_redis.stop()
+        started = time.monotonic()
+    assert time.monotonic() - started < checkpoint.RELEASE_TIMEOUT_S + 1.0
+    await store.aclose()
