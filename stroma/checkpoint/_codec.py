@@ -33,7 +33,9 @@ from stroma.errors import (
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "JsonStoreMixin",
+    "ListMixin",
     "RunRecord",
+    "SyncListMixin",
     "check_list_args",
     "decode_payload",
     "encode_checkpoint",
@@ -397,9 +399,54 @@ def lease_lost(run_id: str, token: int, current: object) -> LeaseLostError:
 
 
 
-class JsonStoreMixin:
+_LIST_DOC = """The store's runs, oldest update first: ``status`` (``"running"``, or a final one such
+as ``"COMPLETED"``), ``pipeline`` (its name) and ``updated_before`` (seconds, exclusive) filter
+them; at most ``limit``. Read from the store's run index, never a scan of its keys or rows."""
+
+
+class SyncListMixin:
+    """``list_runs`` of a sync store: checks the arguments, then calls its ``_list_runs``."""
+
+    def list_runs(
+        self,
+        status: str | None = None,
+        pipeline: str | None = None,
+        updated_before: float | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        check_list_args(status, pipeline, updated_before, limit)
+        return self._list_runs(status, pipeline, updated_before, limit)
+
+    list_runs.__doc__ = _LIST_DOC
+
+    def _list_runs(self, status: str | None, pipeline: str | None,
+                   updated_before: float | None, limit: int) -> list[RunRecord]:
+        raise NotImplementedError
+
+
+class ListMixin:
+    """``list_runs`` of an async store: checks the arguments, then awaits its ``_list_runs``."""
+
+    async def list_runs(
+        self,
+        status: str | None = None,
+        pipeline: str | None = None,
+        updated_before: float | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        check_list_args(status, pipeline, updated_before, limit)
+        return await self._list_runs(status, pipeline, updated_before, limit)
+
+    list_runs.__doc__ = _LIST_DOC
+
+    async def _list_runs(self, status: str | None, pipeline: str | None,
+                         updated_before: float | None, limit: int) -> list[RunRecord]:
+        raise NotImplementedError
+
+
+class JsonStoreMixin(ListMixin):
     """The published structural API (``save`` / ``load`` and their typed forms) of an async store,
-    built on its raw JSON methods ``save_raw`` / ``load_raw``."""
+    built on its raw JSON methods ``save_raw`` / ``load_raw``, and ``list_runs``."""
 
     async def save_raw(self, run_id: str, node_id: str, payload: str, ref: str) -> None:
         """Store a JSON payload and its schema reference (implemented by each store)."""

@@ -14,8 +14,9 @@ from pydantic import BaseModel
 
 from stroma._schemas import schema_ref
 from stroma.checkpoint._codec import (
+    ListMixin,
     RunRecord,
-    check_list_args,
+    SyncListMixin,
     decode_payload,
     encode_checkpoint,
     lease_lost,
@@ -27,7 +28,7 @@ from stroma.checkpoint._codec import (
 __all__ = ["AsyncInMemoryStore", "InMemoryStore"]
 
 
-class InMemoryStore:
+class InMemoryStore(SyncListMixin):
     """A synchronous in-process store."""
 
     kind = "memory"
@@ -68,15 +69,9 @@ class InMemoryStore:
         """Forget every checkpoint of ``run_id``."""
         self._data.pop(run_id, None)
 
-    def list_runs(
-        self,
-        status: str | None = None,
-        pipeline: str | None = None,
-        updated_before: float | None = None,
-        limit: int = 100,
+    def _list_runs(
+        self, status: str | None, pipeline: str | None, updated_before: float | None, limit: int
     ) -> list[RunRecord]:
-        """The runs in this store (oldest update first), filtered; see
-        :meth:`stroma.checkpoint.CheckpointManager.list_runs`."""
         data = self._data
         return _list(data, {}, lambda run: data.get(run, {}), status, pipeline, updated_before, limit)
 
@@ -92,7 +87,6 @@ def _list(
 ) -> list[RunRecord]:
     """``list_runs`` of an in-process store: its dict of runs is the index. ``read(run_id)``
     gives a run's ``{node_id: (payload, ref)}`` records."""
-    check_list_args(status, pipeline, updated_before, limit)
     found: list[RunRecord] = []
     for run_id in list(data):
         records = read(run_id)
@@ -109,7 +103,7 @@ def _list(
     return found[:limit]
 
 
-class AsyncInMemoryStore:
+class AsyncInMemoryStore(ListMixin):
     """An asynchronous in-process store (the default of ``StromaRunner.quick()``)."""
 
     kind = "memory"
@@ -222,15 +216,9 @@ class AsyncInMemoryStore:
             self._fences[run_id] = (owner, token)
         return token
 
-    async def list_runs(
-        self,
-        status: str | None = None,
-        pipeline: str | None = None,
-        updated_before: float | None = None,
-        limit: int = 100,
+    async def _list_runs(
+        self, status: str | None, pipeline: str | None, updated_before: float | None, limit: int
     ) -> list[RunRecord]:
-        """The runs in this store (oldest update first), filtered; see
-        :meth:`stroma.checkpoint.CheckpointManager.list_runs`."""
         def read(run_id: str) -> dict[str, Any]:
             return {n: self._get(run_id, n) for n in (_PROGRESS_NODE, _RUN_NODE)}
 

@@ -37,7 +37,6 @@ from typing import Any
 from stroma.checkpoint._codec import (
     JsonStoreMixin,
     RunRecord,
-    check_list_args,
     index_fields,
     lease_lost,
     run_record,
@@ -351,16 +350,9 @@ class PostgresStore(JsonStoreMixin):
         async with self._conn("release a lease") as conn:
             await conn.execute(self._sql_release, run_id, owner)
 
-    async def list_runs(
-        self,
-        status: str | None = None,
-        pipeline: str | None = None,
-        updated_before: float | None = None,
-        limit: int = 100,
+    async def _list_runs(
+        self, status: str | None, pipeline: str | None, updated_before: float | None, limit: int
     ) -> list[RunRecord]:
-        """The runs in the table (oldest update first), filtered on the ``<table>_runs`` index;
-        see :meth:`stroma.checkpoint.CheckpointManager.list_runs`."""
-        check_list_args(status, pipeline, updated_before, limit)
         where, args = where_clause(status, pipeline, updated_before, "$")
         sql = f"{self._sql_list}{where} ORDER BY r.updated_at, r.run_id LIMIT ${len(args) + 1}"
         async with self._conn("list runs") as conn:

@@ -59,7 +59,7 @@ from stroma._schemas import schema_ref
 from stroma.checkpoint._codec import (
     JsonStoreMixin,
     RunRecord,
-    check_list_args,
+    SyncListMixin,
     decode_payload,
     encode_checkpoint,
     index_fields,
@@ -573,16 +573,9 @@ class RedisStore(_RedisBase, JsonStoreMixin):
             keys, args = self._unindex_args(run_id)
             await scripts["index"](keys=keys, args=args)
 
-    async def list_runs(
-        self,
-        status: str | None = None,
-        pipeline: str | None = None,
-        updated_before: float | None = None,
-        limit: int = 100,
+    async def _list_runs(
+        self, status: str | None, pipeline: str | None, updated_before: float | None, limit: int
     ) -> list[RunRecord]:
-        """The runs in the index (oldest update first), each checked against its own records;
-        see :meth:`stroma.checkpoint.CheckpointManager.list_runs`."""
-        check_list_args(status, pipeline, updated_before, limit)
         client = self.client()
         key, top = self._list_source(status, updated_before)
         found: list[RunRecord] = []
@@ -601,7 +594,7 @@ class RedisStore(_RedisBase, JsonStoreMixin):
         return _by_update(found, limit)
 
 
-class SyncRedisStore(_RedisBase):
+class SyncRedisStore(_RedisBase, SyncListMixin):
     """The synchronous twin of :class:`RedisStore` on redis-py (same keys, same guarantees).
 
     Thread-safe (redis-py's pool); :class:`~stroma.checkpoint.CheckpointManager` calls it from a
@@ -713,16 +706,9 @@ class SyncRedisStore(_RedisBase):
             keys, args = self._unindex_args(run_id)
             self._scripts["index"](keys=keys, args=args)
 
-    def list_runs(
-        self,
-        status: str | None = None,
-        pipeline: str | None = None,
-        updated_before: float | None = None,
-        limit: int = 100,
+    def _list_runs(
+        self, status: str | None, pipeline: str | None, updated_before: float | None, limit: int
     ) -> list[RunRecord]:
-        """The runs in the index (oldest update first), each checked against its own records;
-        see :meth:`stroma.checkpoint.CheckpointManager.list_runs`."""
-        check_list_args(status, pipeline, updated_before, limit)
         key, top = self._list_source(status, updated_before)
         found: list[RunRecord] = []
         offset = 0

@@ -40,7 +40,6 @@ from typing import Any, Literal, TypeVar
 from stroma.checkpoint._codec import (
     JsonStoreMixin,
     RunRecord,
-    check_list_args,
     index_fields,
     lease_lost,
     run_record,
@@ -325,16 +324,9 @@ class SqliteStore(JsonStoreMixin):
 
         await self._run(op)
 
-    async def list_runs(
-        self,
-        status: str | None = None,
-        pipeline: str | None = None,
-        updated_before: float | None = None,
-        limit: int = 100,
+    async def _list_runs(
+        self, status: str | None, pipeline: str | None, updated_before: float | None, limit: int
     ) -> list[RunRecord]:
-        """The runs in the file (oldest update first), filtered on the ``stroma_runs`` index;
-        see :meth:`stroma.checkpoint.CheckpointManager.list_runs`."""
-        check_list_args(status, pipeline, updated_before, limit)
         where, args = where_clause(status, pipeline, updated_before)
         sql = f"{_LIST}{where} ORDER BY r.updated_at, r.run_id LIMIT ?"
 
