@@ -32,8 +32,8 @@ from pydantic import BaseModel, ValidationError
 from stroma._schemas import resolve_schema, schema_ref
 from stroma.checkpoint._codec import (
     MAX_PAYLOAD_BYTES,
+    ListMixin,
     RunRecord,
-    check_list_args,
     decode_payload,
     encode_checkpoint,
     no_longer_valid,
@@ -225,7 +225,7 @@ def store_kind(store: object) -> str:
     return kind if isinstance(kind, str) else type(store).__name__
 
 
-class CheckpointManager:
+class CheckpointManager(ListMixin):
     """Saves and loads checkpoints through any store, sync or async."""
 
     def __init__(self, store: Any) -> None:
@@ -398,18 +398,10 @@ class CheckpointManager:
         loaded = await self.resume(run_id, PROGRESS_NODE, RunProgress)
         return loaded if isinstance(loaded, RunProgress) else None
 
-    async def list_runs(
-        self,
-        status: str | None = None,
-        pipeline: str | None = None,
-        updated_before: float | None = None,
-        limit: int = 100,
+    async def _list_runs(
+        self, status: str | None, pipeline: str | None, updated_before: float | None, limit: int
     ) -> list[RunRecord]:
-        """The store's runs (oldest update first), filtered by status (``"running"``, or a final
-        one such as ``"COMPLETED"``), pipeline name and last update (seconds, exclusive).
-        Raises ConfigurationError when the store cannot list (a custom store without
-        ``list_runs``)."""
-        check_list_args(status, pipeline, updated_before, limit)
+        # list_runs (ListMixin) checked the arguments
         if getattr(self.store, "list_runs", None) is None:
             raise ConfigurationError(
                 f"{type(self.store).__name__} cannot list runs: it has no list_runs(status, "

@@ -37,6 +37,7 @@ __all__ = [
     "RunRecord",
     "SyncListMixin",
     "check_list_args",
+    "commit_records",
     "decode_payload",
     "encode_checkpoint",
     "index_fields",
@@ -336,6 +337,18 @@ def run_record(
         return RunRecord.model_validate(fields)
     except (ValueError, TypeError, AttributeError):
         return None  # not written by Stroma: not a run
+
+
+def commit_records(
+    node_id: str, payload: str, ref: str, progress: str | None
+) -> list[tuple[str, str, str]]:
+    """The ``(node_id, payload, ref)`` records a write stores: the node's checkpoint, and for a
+    commit (``progress`` given) the run's progress record (alone when ``node_id`` is the
+    progress record's own)."""
+    records = [] if node_id == _PROGRESS_NODE and progress is not None else [(node_id, payload, ref)]
+    if progress is not None:
+        records.append((_PROGRESS_NODE, progress, "stroma.checkpoint:RunProgress"))
+    return records
 
 
 def index_fields(node_id: str, payload: str) -> tuple[str | None, str, float] | None:

@@ -37,6 +37,7 @@ from typing import Any
 from stroma.checkpoint._codec import (
     JsonStoreMixin,
     RunRecord,
+    commit_records,
     index_fields,
     lease_lost,
     run_record,
@@ -308,9 +309,7 @@ class PostgresStore(JsonStoreMixin):
     ) -> None:
         """Write a node's checkpoint and the run's progress record in one statement; with
         ``token``, refused (LeaseLostError) unless it is the run's current fencing token."""
-        records = [(_PROGRESS_NODE, progress, _PROGRESS_REF)]
-        if node_id != _PROGRESS_NODE:
-            records.insert(0, (node_id, payload, ref))
+        records = commit_records(node_id, payload, ref, progress)
         await self._write(run_id, records, token, "commit a checkpoint")
 
     async def _write(

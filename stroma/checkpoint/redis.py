@@ -60,6 +60,7 @@ from stroma.checkpoint._codec import (
     JsonStoreMixin,
     RunRecord,
     SyncListMixin,
+    commit_records,
     decode_payload,
     encode_checkpoint,
     index_fields,
@@ -422,13 +423,6 @@ class _RedisBase:
         return (payload if isinstance(payload, bytes) else str(payload)), text_ref
 
 
-def _records_of(node_id: str, payload: str, ref: str, progress: str | None) -> list[tuple[str, str, str]]:
-    """The records a write stores: the node's checkpoint and (for a commit) the progress."""
-    records = [] if node_id == _PROGRESS_NODE and progress is not None else [(node_id, payload, ref)]
-    if progress is not None:
-        records.append((_PROGRESS_NODE, progress, _PROGRESS_REF))
-    return records
-
 _SCRIPTS = {"write": _WRITE_LUA, "acquire": _ACQUIRE_LUA, "index": _INDEX_LUA,
             "release": _RELEASE_LUA}
 
@@ -506,7 +500,7 @@ class RedisStore(_RedisBase, JsonStoreMixin):
 
     async def save_raw(self, run_id: str, node_id: str, payload: str, ref: str) -> None:
         """Save a JSON payload and its schema reference (one script, one round trip)."""
-        await self._write(run_id, _records_of(node_id, payload, ref, None), None, "save a checkpoint")
+        await self._write(run_id, commit_records(node_id, payload, ref, None), None, "save a checkpoint")
 
     async def commit_raw(
         self, run_id: str, node_id: str, payload: str, ref: str, progress: str,
@@ -514,7 +508,7 @@ class RedisStore(_RedisBase, JsonStoreMixin):
     ) -> None:
         """Write a node's checkpoint and the run's progress record atomically (one script);
         with ``token``, refused (LeaseLostError) unless it is the run's current fencing token."""
-        records = _records_of(node_id, payload, ref, progress)
+        records = commit_records(node_id, payload, ref, progress)
         await self._write(run_id, records, token, "commit a checkpoint")
 
     async def _write(
@@ -643,7 +637,7 @@ class SyncRedisStore(_RedisBase, SyncListMixin):
 
     def save_raw(self, run_id: str, node_id: str, payload: str, ref: str) -> None:
         """Save a JSON payload and its schema reference (one script, one round trip)."""
-        self._write(run_id, _records_of(node_id, payload, ref, None), None, "save a checkpoint")
+        self._write(run_id, commit_records(node_id, payload, ref, None), None, "save a checkpoint")
 
     def commit_raw(
         self, run_id: str, node_id: str, payload: str, ref: str, progress: str,
@@ -651,7 +645,7 @@ class SyncRedisStore(_RedisBase, SyncListMixin):
     ) -> None:
         """Write a node's checkpoint and the run's progress record atomically (one script);
         with ``token``, refused (LeaseLostError) unless it is the run's current fencing token."""
-        self._write(run_id, _records_of(node_id, payload, ref, progress), token, "commit a checkpoint")
+        self._write(run_id, commit_records(node_id, payload, ref, progress), token, "commit a checkpoint")
 
     def _write(
         self, run_id: str, records: list[tuple[str, str, str]], token: int | None, action: str

@@ -40,6 +40,7 @@ from typing import Any, Literal, TypeVar
 from stroma.checkpoint._codec import (
     JsonStoreMixin,
     RunRecord,
+    commit_records,
     index_fields,
     lease_lost,
     run_record,
@@ -297,10 +298,7 @@ class SqliteStore(JsonStoreMixin):
     ) -> None:
         """Write a node's checkpoint and the run's progress record in one transaction; with
         ``token``, refused (LeaseLostError) unless it is the run's current fencing token."""
-        records = [(_PROGRESS_NODE, progress, _PROGRESS_REF)]
-        if node_id != _PROGRESS_NODE:
-            records.insert(0, (node_id, payload, ref))
-        await self._write(run_id, records, token)
+        await self._write(run_id, commit_records(node_id, payload, ref, progress), token)
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> int:
         """Take the run's lease for ``ttl_s`` seconds unless another owner holds a live one;
