@@ -328,9 +328,9 @@ class CheckpointManager(ListMixin):
         the commit with :class:`~stroma.errors.LeaseLostError` once another worker took the run.
         """
         payload = encode_checkpoint(node_id, state)
-        await self.commit_json(
+        await self._commit(
             run_id, node_id, state, payload, schema_ref(type(state)), progress.model_dump_json(),
-            token=token,
+            token,
         )
         return len(payload) if self._raw else 0
 
@@ -343,6 +343,12 @@ class CheckpointManager(ListMixin):
         goes through :func:`encode_checkpoint` (a few substring scans when it is clean)."""
         if node_id != PROGRESS_NODE:
             payload = encode_checkpoint(node_id, state, payload)
+        await self._commit(run_id, node_id, state, payload, ref, progress, token)
+
+    async def _commit(
+        self, run_id: str, node_id: str, state: BaseModel, payload: str, ref: str, progress: str,
+        token: int | None,
+    ) -> None:
         if self._raw:
             args = (run_id, node_id, payload, ref, progress)
             if self._raw_async:
