@@ -4,8 +4,8 @@ Layout (one hash per run, so a run's checkpoints live under exactly one key)::
 
     <prefix>:{<run_id percent-encoded>}:ckpt   hash  p:<node_id> -> JSON payload
                                                      r:<node_id> -> schema reference
-                                                     #fence, #owner -> fencing token, its owner
     <prefix>:{<run_id percent-encoded>}:lease  string owner (PX expiry)
+    <prefix>:{<run_id percent-encoded>}:fence  hash  token, owner (the lease's fencing token)
     <prefix>:{<prefix>:runs}:all               zset  run_id -> last update (the run index)
     <prefix>:{<prefix>:runs}:status:<status>   zset  run_id -> last update, per status
 
@@ -16,8 +16,9 @@ Layout (one hash per run, so a run's checkpoints live under exactly one key)::
   is given, then ``HSET`` + ``EXPIRE``, so a checkpoint and (for ``commit_raw``) the run's
   progress record land together or not at all, and never after the run was taken over.
 - Leases: a Lua script sets the lease key and, when the lease changes owner, increments the
-  run's fencing token (kept in the run's hash, so it outlives the lease key's expiry).
-- Every write and every lease renewal refreshes the TTL (``ttl_seconds``) of the run's hash.
+  run's fencing token (its own key: it outlives the lease key's expiry and ``delete``).
+- Every write refreshes the TTL (``ttl_seconds``) of the run's hash, every lease renewal that
+  of its fencing token.
 - ``delete(run_id)`` is one ``DEL`` of the run's hash (plus its index entries): no ``KEYS``, no
   ``SCAN MATCH``. Leases are left to expire on their own (a live worker may hold one).
 - Run index (``list_runs``): sorted sets scored by last update, all in one slot. A manifest
@@ -86,10 +87,11 @@ _STATUSES = ("running", "COMPLETED", "RESUMED", "FAILED", "PARTIAL", "CANCELLED"
 _DATA_ERRORS = ("WRONGTYPE", "ERR value is not", "ERR hash value is not")
 _LOST = "STROMA_LEASE_LOST"
 
-# KEYS[1] run hash; ARGV[1] fencing token or '', ARGV[2] TTL seconds or '', ARGV[3..] fields
+# KEYS[1] run hash, KEYS[2] fence; ARGV[1] fencing token or '', ARGV[2] TTL seconds or '',
+# ARGV[3..] fields
 _WRITE_LUA = """
 if ARGV[1] ~= '' then
-  local current = redis.call('HGET', KEYS[1], '#fence')
+  local current = redis.call('HGET', KEYS[2], 'token')
   if current ~= ARGV[1] then
     return redis.error_reply('STROMA_LEASE_LOST ' .. (current or '0'))
   end
@@ -99,15 +101,15 @@ if ARGV[2] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
-# KEYS[1] lease, KEYS[2] run hash; ARGV[1] owner, ARGV[2] PX ms, ARGV[3] TTL seconds or ''
+# KEYS[1] lease, KEYS[2] fence; ARGV[1] owner, ARGV[2] PX ms, ARGV[3] TTL seconds or ''
 _ACQUIRE_LUA = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local token = tonumber(redis.call('HGET', KEYS[2], '#fence') or '0')
-if token == 0 or redis.call('HGET', KEYS[2], '#owner') ~= ARGV[1] then
-  token = redis.call('HINCRBY', KEYS[2], '#fence', 1)
-  redis.call('HSET', KEYS[2], '#owner', ARGV[1])
+local token = tonumber(redis.call('HGET', KEYS[2], 'token') or '0')
+if token == 0 or redis.call('HGET', KEYS[2], 'owner') ~= ARGV[1] then
+  token = redis.call('HINCRBY', KEYS[2], 'token', 1)
+  redis.call('HSET', KEYS[2], 'owner', ARGV[1])
 end
 if ARGV[3] ~= '' then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
 return token
@@ -296,6 +298,10 @@ class _RedisBase:
         """The Redis key of the lease on ``run_id``."""
         return f"{self.key_prefix}:{{{_encode_run_id(run_id)}}}:lease"
 
+    def fence_key(self, run_id: str) -> str:
+        """The Redis key of ``run_id``'s fencing token (and the owner it was issued to)."""
+        return f"{self.key_prefix}:{{{_encode_run_id(run_id)}}}:fence"
+
     def index_key(self, status: str | None = None) -> str:
         """The sorted set indexing runs (all of them, or those last seen with ``status``)."""
         tag = f"{self.key_prefix}:{{{self.key_prefix}:runs}}"
@@ -345,12 +351,14 @@ class _RedisBase:
     def _set_fields(self, node_id: str, payload: str, ref: str) -> list[str]:
         return [f"p:{node_id}", payload, f"r:{node_id}", ref]
 
-    def _write_args(self, records: list[tuple[str, str, str]], token: int | None) -> list[Any]:
-        """The arguments of ``_WRITE_LUA`` writing ``records`` (node, payload, ref)."""
+    def _write_args(
+        self, run_id: str, records: list[tuple[str, str, str]], token: int | None
+    ) -> dict[str, list[Any]]:
+        """The keys and arguments of ``_WRITE_LUA`` writing ``records`` (node, payload, ref)."""
         args: list[Any] = ["" if token is None else str(token), self._ttl_arg]
         for node_id, payload, ref in records:
             args.extend(self._set_fields(node_id, payload, ref))
-        return args
+        return {"keys": [self.hash_key(run_id), self.fence_key(run_id)], "args": args}
 
     def _index_args(
         self, run_id: str, records: list[tuple[str, str, str]]
@@ -518,7 +526,7 @@ class RedisStore(_RedisBase, JsonStoreMixin):
         _client, scripts = self._conn()
         with self._mapped(action, key):
             try:
-                await scripts["write"](keys=[key], args=self._write_args(records, token))
+                await scripts["write"](**self._write_args(run_id, records, token))
             except self._redis.exceptions.ResponseError as exc:
                 raise self._lost(run_id, token, exc) from None
         index = self._index_args(run_id, records)
@@ -545,7 +553,7 @@ class RedisStore(_RedisBase, JsonStoreMixin):
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> int:
         """Take the run's lease unless another owner holds it; returns its fencing token (+1
         whenever the lease changes owner), or 0 when refused. One script."""
-        keys = [self.lease_key(run_id), self.hash_key(run_id)]
+        keys = [self.lease_key(run_id), self.fence_key(run_id)]
         px = max(1, int(ttl_s * 1000))
         with self._mapped("take a lease", keys[0]):
             got = await self._conn()[1]["acquire"](keys=keys, args=[owner, px, self._ttl_arg])
@@ -653,7 +661,7 @@ class SyncRedisStore(_RedisBase, SyncListMixin):
         key = self.hash_key(run_id)
         with self._mapped(action, key):
             try:
-                self._scripts["write"](keys=[key], args=self._write_args(records, token))
+                self._scripts["write"](**self._write_args(run_id, records, token))
             except self._redis.exceptions.ResponseError as exc:
                 raise self._lost(run_id, token, exc) from None
         index = self._index_args(run_id, records)
@@ -680,7 +688,7 @@ class SyncRedisStore(_RedisBase, SyncListMixin):
     def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> int:
         """Take the run's lease unless another owner holds it; returns its fencing token (+1
         whenever the lease changes owner), or 0 when refused. One script."""
-        keys = [self.lease_key(run_id), self.hash_key(run_id)]
+        keys = [self.lease_key(run_id), self.fence_key(run_id)]
         px = max(1, int(ttl_s * 1000))
         with self._mapped("take a lease", keys[0]):
             return int(self._scripts["acquire"](keys=keys, args=[owner, px, self._ttl_arg]))

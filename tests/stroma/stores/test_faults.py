@@ -403,3 +403,23 @@ async def test_giving_a_lease_back_during_a_redis_outage_does_not_block(
         started = time.monotonic()
     assert time.monotonic() - started < checkpoint.RELEASE_TIMEOUT_S + 1.0
     await store.aclose()
+
+
+@pytest.mark.parametrize("kind", LEASED_KINDS)
+async def test_clearing_a_run_keeps_its_fencing_token(
+    kind: str, make_store: MakeStore, unique: str
+) -> None:
+    """Clearing a run (as a fresh start of a finished run id may) while holding its lease keeps
+    the fencing token: the holder still commits, and the next owner gets a higher token."""
+    store = (await make_store(kind)).store
+    manager = CheckpointManager(store)
+    run_id = f"{unique}-clear"
+    async with manager.lease(run_id) as lease:
+        await manager.clear(run_id)
+        await manager.commit(run_id, "a", Doc(text="x"), RunProgress(run_id=run_id),
+                             token=lease.token)
+    async with manager.lease(run_id) as later:
+        assert later.token is not None
+        assert lease.token is not None
+        assert later.token > lease.token
+    await manager.clear(run_id)

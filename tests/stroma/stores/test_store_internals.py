@@ -97,7 +97,8 @@ async def test_redis_every_key_has_the_ttl_and_delete_uses_no_keys_or_scan(
     redis_url: str, unique: str
 ) -> None:
     """Every key a run writes carries the TTL (the lease its own expiry), and delete is a DEL of
-    that run's own hash: no KEYS or SCAN command runs, and a glob-named run id touches nothing else."""
+    that run's own hash (its fencing token stays, as a SQL lease row does): no KEYS or SCAN
+    command runs, and a glob-named run id touches nothing else."""
     import redis
 
     store = RedisStore(redis_url, ttl_seconds=120, key_prefix=unique)
@@ -107,7 +108,7 @@ async def test_redis_every_key_has_the_ttl_and_delete_uses_no_keys_or_scan(
         await manager.commit(run, "a", Doc(text=run), RunProgress(run_id=run, last_node="a"))
     assert await store.acquire_lease("r*", "me", 30.0)
     keys = sorted(k.decode() for k in admin.scan_iter(match=f"{unique}:*"))
-    assert len(keys) == 6  # five run hashes and one lease
+    assert len(keys) == 7  # five run hashes, one lease and its fencing token
     for key in keys:
         ttl = admin.pttl(key)
         limit = 30_000 if key.endswith(":lease") else 120_000
