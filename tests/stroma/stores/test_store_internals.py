@@ -88,7 +88,7 @@ async def test_postgres_save_and_commit_are_one_round_trip(
     assert relay.connections == 1
     pool = await store.pool()
     async with pool.acquire() as conn:
-        await conn.execute(f"DROP TABLE rt_{unique}, rt_{unique}_leases")
+        await conn.execute(f"DROP TABLE rt_{unique}, rt_{unique}_leases, rt_{unique}_runs")
     await store.aclose()
     await relay.close()
 
@@ -204,7 +204,7 @@ async def test_postgres_tables_created_once_under_concurrent_first_use(
     assert got == [Doc(text=str(i)) for i in range(20)]
     pool = await stores[0].pool()
     async with pool.acquire() as conn:
-        await conn.execute(f"DROP TABLE {table}, {table}_leases")
+        await conn.execute(f"DROP TABLE {table}, {table}_leases, {table}_runs")
     for store in stores:
         await store.aclose()
 
