@@ -27,7 +27,8 @@ Layout (one hash per run, so a run's checkpoints live under exactly one key)::
   Cluster it lives on another node). ``list_runs`` therefore reads each indexed run's own
   progress record and manifest and filters on those, so a stale index entry never shows a
   wrong status; commits of running nodes leave the index alone (their score is a lower bound
-  of the run's last update, which is all ``updated_before`` needs).
+  of the run's last update, which is all ``updated_before`` needs). A listing drops the index
+  entries of runs whose records expired (``ttl_seconds``) as it meets them.
 - Redis Cluster: ``cluster=True`` uses redis-py's ``RedisCluster`` (the URL names any node).
   A run's keys share its hash tag, so every script touches one slot: commits stay atomic.
 - Sockets time out after ``socket_timeout`` (5 s) with no retry on a timeout, so a hung server
@@ -127,6 +128,20 @@ else
   redis.call('ZREM', KEYS[1], ARGV[1])
 end
 for i = first, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+return 1
+"""
+
+# KEYS every index set; ARGV run id, score pairs: drop each run whose score has not grown since
+# a listing found its records gone (expired), so a run started again meanwhile stays indexed
+_PRUNE_LUA = """
+for i = 1, #ARGV, 2 do
+  for k = 1, #KEYS do
+    local score = redis.call('ZSCORE', KEYS[k], ARGV[i])
+    if score and tonumber(score) <= tonumber(ARGV[i + 1]) then
+      redis.call('ZREM', KEYS[k], ARGV[i])
+    end
+  end
+end
 return 1
 """
 
@@ -377,7 +392,10 @@ class _RedisBase:
         return None
 
     def _unindex_args(self, run_id: str) -> tuple[list[str], list[Any]]:
-        return [self.index_key(), *(self.index_key(s) for s in _STATUSES)], [run_id, ""]
+        return self._index_keys(), [run_id, ""]
+
+    def _index_keys(self) -> list[str]:
+        return [self.index_key(), *(self.index_key(s) for s in _STATUSES)]
 
     def _lost(self, run_id: str, token: int | None, exc: Exception) -> Exception:
         """LeaseLostError for a write script's refusal, else ``exc`` as it was."""
@@ -396,21 +414,24 @@ class _RedisBase:
 
     def _records(
         self,
-        run_ids: list[str],
+        page: list[tuple[str, float]],
         got: list[Any],
-        status: str | None,
-        pipeline: str | None,
-        updated_before: float | None,
-    ) -> list[RunRecord]:
-        """The records of ``run_ids`` (from the index) from their reads (progress and manifest
-        payloads, then whether the lease exists), filtered on what they hold."""
+        filters: tuple[str | None, str | None, float | None],
+    ) -> tuple[list[RunRecord], dict[str, list[Any]] | None]:
+        """The records of a page of the index (run id, score) from their reads (progress and
+        manifest payloads, then whether the lease exists), filtered on what they hold; and the
+        call of ``_PRUNE_LUA`` dropping the runs whose records are gone (expired), if any."""
         found: list[RunRecord] = []
-        for i, run_id in enumerate(run_ids):
+        gone: list[Any] = []
+        for i, (run_id, score) in enumerate(page):
             (progress, manifest), leased = got[2 * i], got[2 * i + 1]
+            if progress is None and manifest is None:
+                gone += [run_id, repr(score)]
+                continue
             record = run_record(run_id, progress, manifest, bool(leased))
-            if record is not None and matches(record, status, pipeline, updated_before):
+            if record is not None and matches(record, *filters):
                 found.append(record)
-        return found
+        return found, ({"keys": self._index_keys(), "args": gone} if gone else None)
 
     def _read_run(self, pipe: Any, run_id: str) -> None:
         """Queue the reads ``_records`` needs for one run on ``pipe``."""
@@ -432,15 +453,20 @@ class _RedisBase:
 
 
 _SCRIPTS = {"write": _WRITE_LUA, "acquire": _ACQUIRE_LUA, "index": _INDEX_LUA,
-            "release": _RELEASE_LUA}
+            "release": _RELEASE_LUA, "prune": _PRUNE_LUA}
 
 
-def _ids(members: list[Any]) -> list[str]:
-    return [m.decode("utf-8", "replace") if isinstance(m, bytes) else str(m) for m in members]
+def _page(members: list[Any]) -> list[tuple[str, float]]:
+    """(run id, score) pairs of a ``ZRANGEBYSCORE ... WITHSCORES`` reply."""
+    return [
+        (m.decode("utf-8", "replace") if isinstance(m, bytes) else str(m), float(score))
+        for m, score in members
+    ]
 
 
 def _by_update(records: list[RunRecord], limit: int) -> list[RunRecord]:
-    return sorted(records, key=lambda r: (r.updated_at, r.run_id))[:limit]
+    unique = {r.run_id: r for r in records}  # a page re-read after a prune may repeat a run
+    return sorted(unique.values(), key=lambda r: (r.updated_at, r.run_id))[:limit]
 
 
 class RedisStore(_RedisBase, JsonStoreMixin):
@@ -584,15 +610,21 @@ class RedisStore(_RedisBase, JsonStoreMixin):
         offset = 0
         with self._mapped("list runs", key):
             while len(found) < limit:
-                run_ids = _ids(await client.zrangebyscore(key, "-inf", top, start=offset, num=limit))
-                if not run_ids:
+                page = _page(await client.zrangebyscore(
+                    key, "-inf", top, start=offset, num=limit, withscores=True
+                ))
+                if not page:
                     break
-                offset += len(run_ids)
+                offset += len(page)
                 pipe = client.pipeline(transaction=False)
-                for run_id in run_ids:
+                for run_id, _score in page:
                     self._read_run(pipe, run_id)
-                got = await pipe.execute()
-                found += self._records(run_ids, got, status, pipeline, updated_before)
+                records, prune = self._records(page, await pipe.execute(),
+                                               (status, pipeline, updated_before))
+                found += records
+                if prune is not None:
+                    await self._conn()[1]["prune"](**prune)
+                    offset -= len(prune["args"]) // 2
         return _by_update(found, limit)
 
 
@@ -716,15 +748,21 @@ class SyncRedisStore(_RedisBase, SyncListMixin):
         offset = 0
         with self._mapped("list runs", key):
             while len(found) < limit:
-                run_ids = _ids(self._client.zrangebyscore(key, "-inf", top, start=offset, num=limit))
-                if not run_ids:
+                page = _page(self._client.zrangebyscore(
+                    key, "-inf", top, start=offset, num=limit, withscores=True
+                ))
+                if not page:
                     break
-                offset += len(run_ids)
+                offset += len(page)
                 pipe = self._client.pipeline(transaction=False)
-                for run_id in run_ids:
+                for run_id, _score in page:
                     self._read_run(pipe, run_id)
-                got = pipe.execute()
-                found += self._records(run_ids, got, status, pipeline, updated_before)
+                records, prune = self._records(page, pipe.execute(),
+                                               (status, pipeline, updated_before))
+                found += records
+                if prune is not None:
+                    self._scripts["prune"](**prune)
+                    offset -= len(prune["args"]) // 2
         return _by_update(found, limit)
 
     def save(self, run_id: str, node_id: str, state: BaseModel) -> None:

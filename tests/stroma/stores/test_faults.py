@@ -423,3 +423,28 @@ async def test_clearing_a_run_keeps_its_fencing_token(
         assert lease.token is not None
         assert later.token > lease.token
     await manager.clear(run_id)
+
+
+@pytest.mark.parametrize("kind", ["redis", "sync_redis"])
+async def test_listing_drops_runs_whose_records_expired_from_the_redis_index(
+    kind: str, make_store: MakeStore, unique: str
+) -> None:
+    """A run whose hash expired (its TTL) is not listed, and the listing removes it from the
+    index so the index does not grow with expired runs; live runs are still listed."""
+    kit = await make_store(kind)
+    manager = CheckpointManager(kit.store)
+    runs = [f"{unique}-live", f"{unique}-expired"]
+    for run_id in runs:
+        await manager.save_manifest(RunManifest(run_id=run_id, pipeline=["a"],
+                                                pipeline_name=f"p-{unique}", started_at=1.0))
+    admin = redis_admin(kit.url)
+    try:
+        admin.delete(kit.store.hash_key(runs[1]))  # what its TTL does
+        listed = await manager.list_runs(pipeline=f"p-{unique}")
+        assert [r.run_id for r in listed] == [runs[0]]
+        assert admin.zscore(kit.store.index_key(), runs[1]) is None
+        assert admin.zscore(kit.store.index_key("running"), runs[1]) is None
+        assert admin.zscore(kit.store.index_key(), runs[0]) == 1.0
+    finally:
+        admin.close()
+    await manager.clear(runs[0])
