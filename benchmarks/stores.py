@@ -11,7 +11,8 @@ next to the cheapest comparable write the same server can do on the same connect
 
 It also proves a save is ONE round trip: every client connection goes through a relay that
 counts request/response round trips, and Redis's INFO commandstats shows which commands a save
-sent (MULTI, HSET, EXPIRE, EXEC: one atomic transaction).
+sent (EVALSHA of one Lua script running HSET and EXPIRE: one atomic write that would also check
+a fencing token).
 
 Run::
 
@@ -121,15 +122,36 @@ def key(i: int) -> str:
     return f"{i % RUNS}:{i // RUNS}"
 
 
-def commit_op(manager: CheckpointManager, run: str) -> Callable[[int], Awaitable[None]]:
-    """One checkpoint save as the engine does it after a node."""
+def commit_op(
+    manager: CheckpointManager, run: str, tokens: dict[str, int] | None = None
+) -> Callable[[int], Awaitable[None]]:
+    """One checkpoint save as the engine does it after a node (with the run's fencing token
+    when ``tokens`` has one)."""
 
     async def op(i: int) -> None:
         run_id = f"{run}-{i % RUNS}"
         progress = RunProgress(run_id=run_id, last_node=f"n{i // RUNS}", committed=1)
-        await manager.commit(run_id, f"n{i // RUNS}", STATE, progress)
+        token = tokens.get(run_id) if tokens else None
+        await manager.commit(run_id, f"n{i // RUNS}", STATE, progress, token=token)
 
     return op
+
+
+async def fenced_rows(
+    label: str, manager: CheckpointManager, baseline: Callable[[int], Awaitable[None]], n: int,
+    rows: list[Row],
+) -> None:
+    """The same saves carrying a fencing token (each run's lease taken first), as every commit
+    of a leased run does."""
+    tokens = {}
+    for r in range(RUNS):
+        tokens[f"bench-{r}"] = await manager._call("acquire_lease", f"bench-{r}", "bench", 600.0)
+    for conc in (1, 50):
+        s_lat, s_ops = await measure(commit_op(manager, "bench", tokens), n, conc)
+        b_lat, b_ops = await measure(baseline, n, conc)
+        rows.append((f"{label} fenced", conc, s_lat, s_ops, b_lat, b_ops))
+    for r in range(RUNS):
+        await manager._call("release_lease", f"bench-{r}", "bench")
 
 
 async def bench_sqlite(n: int, rows: list[Row]) -> None:
@@ -157,6 +179,7 @@ async def bench_sqlite(n: int, rows: list[Row]) -> None:
             s_lat, s_ops = await measure(commit_op(manager, "bench"), n, conc)
             b_lat, b_ops = await measure(baseline, n, conc)
             rows.append(("sqlite (FULL)", conc, s_lat, s_ops, b_lat, b_ops))
+        await fenced_rows("sqlite (FULL)", manager, baseline, n, rows)
         await store.aclose()
         base.close()
         executor.shutdown()
@@ -214,6 +237,7 @@ async def bench_redis(url: str, n: int, rows: list[Row], notes: list[str]) -> No
         s_lat, s_ops = await measure(commit_op(dmanager, "bench"), n, conc)
         b_lat, b_ops = await measure(dbaseline, n, conc)
         rows.append(("redis", conc, s_lat, s_ops, b_lat, b_ops))
+    await fenced_rows("redis", dmanager, dbaseline, n, rows)
     for r in range(RUNS):
         await direct.delete(f"bench-{r}")
     await direct.delete("rt")
@@ -271,8 +295,9 @@ async def bench_postgres(dsn: str, n: int, rows: list[Row], notes: list[str]) ->
             b_lat, b_ops = await measure(baseline, n, conc)
             rows.append((label, conc, s_lat, s_ops, b_lat, b_ops))
         if target is dsn:
+            await fenced_rows(label, manager, baseline, n, rows)
             async with pool.acquire() as conn:
-                await conn.execute(f"DROP TABLE {table}, {table}_leases, {table}_plain")
+                await conn.execute(f"DROP TABLE {table}, {table}_leases, {table}_runs, {table}_plain")
         await store.aclose()
     await relay.close()
 

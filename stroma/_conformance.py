@@ -4,7 +4,8 @@ Every store Stroma ships passes it; run it on your own store to know it keeps th
 round-trips of every pydantic field type, missing → None, run isolation, latest write wins,
 delete removes exactly one run (whatever characters its id holds), commit writes a checkpoint and
 the run's progress together, the TTL is applied where the store has one, concurrent saves never
-corrupt, leases are exclusive, and hostile payloads are refused with typed errors.
+corrupt, leases are exclusive, a stale fencing token is refused, secrets round-trip, runs are
+listed, and hostile payloads are refused with typed errors.
 
 Works with sync and async stores. Each check uses fresh random run ids, so a shared store (or a
 shared server) is fine. From pytest::
@@ -42,10 +43,10 @@ from ipaddress import IPv4Address
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from stroma._schemas import schema_ref
-from stroma.errors import CheckpointDataError, SchemaResolutionError
+from stroma.errors import CheckpointDataError, LeaseLostError, SchemaResolutionError
 
 __all__ = [
     "CONFORMANCE_CHECKS",
@@ -421,6 +422,124 @@ async def check_lease_is_exclusive(target: ConformanceTarget) -> None:
     await _call(store.release_lease, other, "owner-1")
 
 
+async def check_stale_fencing_token_refused(target: ConformanceTarget) -> None:
+    """A store whose leases return fencing tokens refuses a commit carrying a stale one with
+    LeaseLostError and writes nothing of it; the new owner's token commits."""
+    from stroma.checkpoint import RunProgress  # noqa: PLC0415 - import cycle
+
+    store, name = target.store, "stale_fencing_token_refused"
+    if not hasattr(store, "acquire_lease"):
+        return  # no leases: nothing to fence
+    run_id = _run_id("fence")
+    first = await _call(store.acquire_lease, run_id, "owner-1", 60.0)
+    if first is True or not first:
+        return  # leases without fencing tokens (True/False): the store does not fence
+    manager = _manager(store)
+    state = ConformanceSmall(run=run_id, node="a", seq=1)
+    await manager.commit(run_id, "a", state, RunProgress(run_id=run_id, last_node="a"), token=first)
+    if await _call(store.acquire_lease, run_id, "owner-1", 60.0) != first:
+        raise _fail(name, store, "renewing a lease by its owner changed its fencing token")
+    await _call(store.release_lease, run_id, "owner-1")
+    second = await _call(store.acquire_lease, run_id, "owner-2", 60.0)
+    if not isinstance(second, int) or second <= first:
+        raise _fail(name, store, f"a new owner got token {second!r}, not one above {first}")
+    stale = ConformanceSmall(run=run_id, node="b", seq=99)
+    try:
+        await manager.commit(run_id, "b", stale, RunProgress(run_id=run_id, last_node="b"),
+                             token=first)
+    except LeaseLostError:
+        pass
+    else:
+        raise _fail(name, store, "a commit with the previous owner's token was accepted")
+    progress = await manager.load_progress(run_id)
+    if await manager.resume(run_id, "b", ConformanceSmall) is not None or (
+        progress is None or progress.last_node != "a"
+    ):
+        raise _fail(name, store, "a refused commit left its checkpoint or progress behind")
+    await manager.commit(run_id, "b", stale, RunProgress(run_id=run_id, last_node="b"),
+                         token=second)
+    await _call(store.release_lease, run_id, "owner-2")
+    await _call(store.delete, run_id)
+
+
+class ConformanceSecret(BaseModel):
+    """A state holding a secret."""
+
+    api_key: SecretStr
+    nested: list[SecretStr] = []
+
+
+async def check_secrets_round_trip(target: ConformanceTarget) -> None:
+    """A SecretStr committed through CheckpointManager resumes with its real value (the store
+    is the user's own storage; events and run files keep the mask). Checked on stores with the
+    raw protocol (``save_raw``), whose payloads the manager encodes; a store that serializes
+    states itself should write ``stroma.checkpoint.encode_checkpoint(node_id, state)``."""
+    from stroma.checkpoint import RunProgress  # noqa: PLC0415 - import cycle
+
+    store, name = target.store, "secrets_round_trip"
+    if not hasattr(store, "save_raw") and not hasattr(store, "list_runs"):
+        return
+    manager = _manager(store)
+    run_id = _run_id("secret")
+    state = ConformanceSecret(api_key=SecretStr("sk-real"), nested=[SecretStr("n-real")])
+    await manager.commit(run_id, "a", state, RunProgress(run_id=run_id, last_node="a"))
+    got = await manager.resume(run_id, "a", ConformanceSecret)
+    if not isinstance(got, ConformanceSecret) or (
+        got.api_key.get_secret_value(), [s.get_secret_value() for s in got.nested]
+    ) != ("sk-real", ["n-real"]):
+        raise _fail(name, store, f"a committed SecretStr resumed as {got!r}, not its real value")
+    await _call(store.delete, run_id)
+
+
+async def check_runs_listed(target: ConformanceTarget) -> None:
+    """list_runs finds runs by pipeline, status and last update, with their progress, and
+    whether a lease is held."""
+    from stroma.checkpoint import RunManifest, RunProgress  # noqa: PLC0415 - import cycle
+
+    store, name = target.store, "runs_listed"
+    if not hasattr(store, "list_runs"):
+        return  # the store cannot list (CheckpointManager.list_runs says so)
+    manager = _manager(store)
+    pipeline = f"conformance-{uuid.uuid4().hex[:10]}"
+    runs = [_run_id(f"list{i}") for i in range(3)]
+    for i, run_id in enumerate(runs):
+        await manager.save_manifest(
+            RunManifest(run_id=run_id, pipeline=["a", "b"], pipeline_name=pipeline,
+                        started_at=1000.0 + i)
+        )
+    await manager.commit(runs[0], "a", ConformanceSmall(run=runs[0], node="a", seq=1),
+                         RunProgress(run_id=runs[0], last_node="a", committed=1, tokens=7,
+                                     cost_usd=0.5, updated_at=1010.0))
+    await manager.save_progress(RunProgress(run_id=runs[1], last_node="b", committed=2,
+                                            status="COMPLETED", updated_at=1020.0))
+    owner = "conformance-owner"
+    leased = hasattr(store, "acquire_lease") and await _call(store.acquire_lease, runs[2], owner, 60.0)
+    listed = {r.run_id: r for r in await manager.list_runs(pipeline=pipeline)}
+    if sorted(listed) != sorted(runs):
+        raise _fail(name, store, f"list_runs(pipeline=...) found {sorted(listed)}, not {runs}")
+    first = listed[runs[0]]
+    if (first.status, first.last_node, first.committed, first.tokens, first.cost_usd,
+            first.updated_at) != ("running", "a", 1, 7, 0.5, 1010.0):
+        raise _fail(name, store, f"the committed run was listed as {first!r}")
+    if (leased and not listed[runs[2]].lease_held) or listed[runs[0]].lease_held:
+        raise _fail(name, store, "lease_held does not say which run's lease is held")
+    running = {r.run_id for r in await manager.list_runs(status="running", pipeline=pipeline)}
+    done = [r.run_id for r in await manager.list_runs(status="COMPLETED", pipeline=pipeline)]
+    if running != {runs[0], runs[2]} or done != [runs[1]]:
+        raise _fail(name, store, f"status filters found running={running}, COMPLETED={done}")
+    old = [r.run_id for r in await manager.list_runs(pipeline=pipeline, updated_before=1005.0)]
+    if old != [runs[2]]:
+        raise _fail(name, store, f"updated_before=1005 found {old}, not only the idle run")
+    if len(await manager.list_runs(pipeline=pipeline, limit=2)) != 2:
+        raise _fail(name, store, "limit=2 did not return 2 runs")
+    if leased:
+        await _call(store.release_lease, runs[2], owner)
+    for run_id in runs:
+        await _call(store.delete, run_id)
+    if await manager.list_runs(pipeline=pipeline):
+        raise _fail(name, store, "deleted runs are still listed")
+
+
 DEEP_JSON = "[" * (512 * 1024) + "]" * (512 * 1024)
 """1 MiB of nested JSON arrays."""
 
@@ -493,6 +612,9 @@ CONFORMANCE_CHECKS: dict[str, StoreCheck] = {
     "ttl_applied": check_ttl_applied,
     "concurrent_saves_never_corrupt": check_concurrent_saves_never_corrupt,
     "lease_is_exclusive": check_lease_is_exclusive,
+    "stale_fencing_token_refused": check_stale_fencing_token_refused,
+    "secrets_round_trip": check_secrets_round_trip,
+    "runs_listed": check_runs_listed,
     "hostile_payloads_refused": check_hostile_payloads_refused,
 }
 """Every check by name (sorted names make a stable pytest parametrization)."""

@@ -46,11 +46,12 @@ from stroma.checkpoint import (
     PROGRESS_REF,
     RUN_NODE,
     CheckpointManager,
+    Lease,
     RunManifest,
     RunProgress,
     manifest_json,
 )
-from stroma.checkpoint._codec import progress_json
+from stroma.checkpoint._codec import encode_checkpoint, progress_json
 from stroma.contracts import (
     ContractRegistry,
     ContractViolation,
@@ -67,7 +68,7 @@ from stroma.cost import (
     estimate_cost_usd,
     spend_fraction,
 )
-from stroma.errors import NodeReturnTypeError, NodeTimeoutError, StoreUnavailableError
+from stroma.errors import LeaseLostError, NodeReturnTypeError, NodeTimeoutError, StoreUnavailableError
 from stroma.failures import (
     FailureClass,
     FailurePolicy,
@@ -357,6 +358,7 @@ class ReliabilityContext:
         "failures",
         "last_failure",
         "last_output",
+        "lease",
         "registry",
         "run_file",
         "run_id",
@@ -417,6 +419,7 @@ class ReliabilityContext:
         self._t0 = self._mono0
         self._last_out: tuple[Any, State] | None = None
         self.last_output: Any = None  # the last state a step produced (or its input)
+        self.lease: Lease | None = None  # the run's lease (runner.run / resume); commits carry its token
 
     @classmethod
     def for_run(
@@ -531,8 +534,10 @@ class ReliabilityContext:
         *,
         resumed_from: str | None = None,
         parent_carrier: dict[str, str] | None = None,
+        initial_state: Any = None,
     ) -> None:
-        """Publish RunStarted, open the run file and record the run's manifest."""
+        """Publish RunStarted, open the run file and record the run's manifest (with the initial
+        state, so a worker that never saw the run start can resume it)."""
         self._t0 = t0 = self._mono()
         ts = self._wall(t0)
         ids = tuple(pipeline)
@@ -556,10 +561,10 @@ class ReliabilityContext:
         if manager is None:
             return
         carrier = dict(self.carrier) if self.carrier else None
+        initial, initial_ref = _initial_input(initial_state)
         if manager.save_inline is not None:
-            manager.save_inline(
-                self.run_id, RUN_NODE, manifest_json, (self.run_id, ids, name, carrier, ts), MANIFEST_REF
-            )
+            args = (self.run_id, ids, name, carrier, ts, initial, initial_ref)
+            manager.save_inline(self.run_id, RUN_NODE, manifest_json, args, MANIFEST_REF)
             return
         try:
             await manager.save_manifest(
@@ -569,6 +574,8 @@ class ReliabilityContext:
                     pipeline_name=name,
                     carrier=carrier or {},
                     started_at=ts,
+                    initial_input=initial,
+                    initial_input_ref=initial_ref,
                 )
             )
         except StoreUnavailableError as exc:
@@ -579,15 +586,21 @@ class ReliabilityContext:
         manager = self.checkpoint_manager
         if manager is None:
             return
+        fields = self._progress_fields(status)
         if manager.save_inline is not None:
-            manager.save_inline(
-                self.run_id, PROGRESS_NODE, progress_json, self._progress_fields(status), PROGRESS_REF
-            )
+            manager.save_inline(self.run_id, PROGRESS_NODE, progress_json, fields, PROGRESS_REF)
             return
         try:
-            await manager.save_progress_json(self.run_id, progress_json(*self._progress_fields(status)))
+            await manager.save_progress_json(self.run_id, progress_json(*fields), token=self._token())
         except StoreUnavailableError as exc:
             logger.warning("run %s: could not record its progress (%s)", self.run_id, exc)
+        except LeaseLostError:  # the run is another worker's now: its progress is theirs to write
+            logger.warning(
+                "run %s: not recording its progress: another worker took the run over", self.run_id
+            )
+
+    def _token(self) -> int | None:
+        return self.lease.token if self.lease is not None else None
 
     async def finish_run(self, status: RunStatus, final_state: BaseModel | None) -> ExecutionResult:
         """Record the final status with the run, publish RunFinished, close the run file."""
@@ -763,6 +776,8 @@ class ReliabilityContext:
             ctx = self.context
         policies, max_attempts = self._policy(step_id) if self._node_policies else self._default_policy
         node_t0 = self._mono()
+        if self.lease is not None and self.lease.lost:
+            await self._stop_lost_lease(step_id, node_t0, max_attempts)
         if self._limited:
             await self._deny_carried_spend(step_id, node_t0, max_attempts)
         in_state = self._input_state(input_state)
@@ -780,6 +795,25 @@ class ReliabilityContext:
                 continue
             self.last_output = output
             return output
+
+    async def _stop_lost_lease(self, step_id: str, node_t0: float, max_attempts: int) -> None:
+        """Before a node starts: a worker whose lease was lost stops (the run is another's now)."""
+        lease = self.lease
+        assert lease is not None
+        exc = LeaseLostError(
+            f"run '{self.run_id}' stopped before node '{step_id}': this worker lost the run's lease "
+            f"({lease.reason or 'taken over'}); another worker owns the run now, so nothing more is "
+            "run or committed here",
+            run_id=self.run_id,
+            token=lease.token,
+        )
+        await self.emit(
+            ev.NodeStarted(
+                run_id=self.run_id, ts=self._wall(node_t0), node_id=step_id, max_attempts=max_attempts
+            )
+        )
+        await self._node_failed(step_id, 0, node_t0, FailureClass.TERMINAL, exc)
+        raise exc
 
     async def _deny_carried_spend(self, step_id: str, node_t0: float, max_attempts: int) -> None:
         """Before a node starts: a budget already spent (by earlier runs) stops the run here."""
@@ -895,7 +929,8 @@ class ReliabilityContext:
         progress = self._progress_fields("running", done, committing=rec.node_id)
         if manager.commit_inline is None:
             return self._commit_to_store(manager, rec, output, payload, ref, progress, done)
-        manager.commit_inline(self.run_id, rec.node_id, payload, ref, progress)
+        stored = encode_checkpoint(rec.node_id, output, payload)  # refused here if it could not load
+        manager.commit_inline(self.run_id, rec.node_id, stored, ref, progress, token=self._token())
         self._saved(rec, manager, done)
         return None
 
@@ -909,7 +944,9 @@ class ReliabilityContext:
         progress: tuple[Any, ...],
         done: float,
     ) -> None:
-        await manager.commit_json(self.run_id, rec.node_id, output, payload, ref, progress_json(*progress))
+        await manager.commit_json(
+            self.run_id, rec.node_id, output, payload, ref, progress_json(*progress), token=self._token()
+        )
         self._saved(rec, manager, done)
 
     def _saved(self, rec: AttemptRecord, manager: CheckpointManager, done: float) -> None:
@@ -1169,6 +1206,19 @@ class ReliabilityContext:
             rec.tokens = spent.input_tokens + spent.output_tokens
             if rec.used_model is not None:
                 rec.cost_usd = estimate_cost_usd(rec.used_model, rec.input_tokens, rec.output_tokens)
+
+
+def _initial_input(state: Any) -> tuple[str | None, str | None]:
+    """The JSON (as a checkpoint keeps it) and schema reference of a run's initial state."""
+    if isinstance(state, dict):
+        state = UntypedState.model_validate(state)
+    if not isinstance(state, BaseModel):  # (any other value is wrapped as {"value": ...} by nodes)
+        return None, None
+    try:
+        return encode_checkpoint(RUN_NODE, state), schema_ref(type(state))
+    except Exception:  # not storable as JSON: the run still runs; only a stranger cannot resume it
+        logger.debug("initial state of type %s is not storable; not kept in the manifest", type(state))
+        return None, None
 
 
 def _validated_output(contract: NodeContract | None, raw: Any) -> BaseModel:

@@ -14,6 +14,7 @@
     │   ├── CheckpointMissingError the checkpoint a resume needs is not in the store
     │   ├── ResumeMismatchError   the pipeline changed since the checkpoints were written
     │   └── RunLeasedError        another worker is resuming this run right now
+    │       └── LeaseLostError    this worker's lease was taken over: its commit was refused
     ├── SchemaResolutionError     (also a TypeError) a stored schema reference names no registered schema
     ├── CheckpointDataError       a stored payload is not valid for its schema, or is hostile
     ├── StoreUnavailableError     a checkpoint store could not be reached (classified RECOVERABLE)
@@ -26,16 +27,20 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointDataError",
+    "CheckpointEncodeError",
     "CheckpointMissingError",
     "ConfigurationError",
     "InvalidUsageError",
+    "LeaseLostError",
     "MissingExtraError",
     "NodeReturnTypeError",
+    "NodeTimeoutError",
     "ResumeError",
     "ResumeMismatchError",
     "RunFileError",
     "RunLeasedError",
     "SchemaResolutionError",
+    "StoreDataError",
     "StoreUnavailableError",
     "StromaError",
     "UnknownNodeError",
@@ -123,3 +128,42 @@ class MissingExtraError(ConfigurationError, ImportError):
 
 class InvalidUsageError(ConfigurationError):
     """A usage record with a negative (or NaN) token count, cost or latency."""
+
+
+# -- checkpoint stores: fencing, commit-time checks, data errors ----------------------------
+
+
+class LeaseLostError(RunLeasedError):
+    """This worker's lease on a run was taken by another worker (its fencing token is stale):
+    the store refused the commit atomically. Not worth retrying: the run belongs to the other
+    worker now. ``run_id``, ``token`` (this worker's) and ``current`` (the store's) say which."""
+
+    def __init__(
+        self, message: str, *, run_id: str = "", token: int | None = None, current: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.token = token
+        self.current = current
+
+
+class CheckpointEncodeError(ConfigurationError):
+    """A node's output cannot be checkpointed (NaN/inf, over the load limit, bytes that are not
+    UTF-8, lone surrogates). TERMINAL: retrying gives the same output. ``node_id``, ``field``
+    and ``reason`` say what."""
+
+    def __init__(self, message: str, *, node_id: str = "", field: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.field = field
+        self.reason = reason
+
+
+class StoreDataError(ConfigurationError):
+    """A store holds a value of the wrong kind under one of Stroma's keys (Redis ``WRONGTYPE``),
+    or refuses a value Stroma sent (a NUL byte or an over-long id on PostgreSQL). TERMINAL:
+    retrying gives the same answer. ``key`` names the key or id."""
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key

@@ -23,7 +23,7 @@ from pydantic import AliasChoices, ConfigDict, Field
 
 from stroma._checked import CheckedModel
 from stroma.contracts import ContractViolation
-from stroma.errors import ConfigurationError, StoreUnavailableError
+from stroma.errors import ConfigurationError, LeaseLostError, StoreUnavailableError
 
 __all__ = [
     "Classifier",
@@ -119,6 +119,8 @@ def _builtin(exc: BaseException) -> tuple[FailureClass, str]:
         return FailureClass.TERMINAL, "builtin:ContractViolation"
     if isinstance(exc, ConfigurationError):
         return FailureClass.TERMINAL, "builtin:ConfigurationError"
+    if isinstance(exc, LeaseLostError):  # the run belongs to another worker now
+        return FailureClass.TERMINAL, "builtin:LeaseLost"
     if isinstance(exc, BudgetExceeded):
         return FailureClass.RECOVERABLE, "builtin:BudgetExceeded"
     if isinstance(exc, TimeoutError):

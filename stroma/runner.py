@@ -27,6 +27,7 @@ from stroma._engine import ReliabilityContext, fan_out, status_for, takes_contex
 from stroma.checkpoint import (
     AsyncInMemoryStore,
     CheckpointManager,
+    Lease,
     RedisStore,
     RunManifest,
     RunProgress,
@@ -346,7 +347,7 @@ class StromaRunner:
         if config.node_timeouts:
             config.check_node_ids(_all_ids(steps))
         manager = self.checkpoint_manager
-        async with manager.lease(run_id):  # one worker per run: a second run() of it is refused
+        async with manager.lease(run_id) as lease:  # one worker per run: a second run() is refused
             if config.resume_from is None and "run_id" in config.model_fields_set:
                 progress = await manager.load_progress(run_id)
                 if progress is not None and progress.status != "running":
@@ -356,7 +357,9 @@ class StromaRunner:
                         run_id,
                         progress.status,
                     )
-            return await self._execute(steps, initial_state, config.resume_from, config, run_id=run_id)
+            return await self._execute(
+                steps, initial_state, config.resume_from, config, run_id=run_id, lease=lease
+            )
 
     async def resume(self, node_sequence: Sequence[NodeFunction], initial_state: Any) -> ExecutionResult:
         """Continue run ``config.run_id`` after its last committed checkpoint.
@@ -371,12 +374,12 @@ class StromaRunner:
             config.check_node_ids(_all_ids(steps))
         ids = [s[0] for s in steps]
         manager = self.checkpoint_manager
-        async with manager.lease(config.run_id):
+        async with manager.lease(config.run_id) as lease:
             progress = await manager.load_progress(config.run_id)
             manifest = await manager.load_manifest(config.run_id)
             if progress is None or progress.last_node is None:  # nothing committed: from the start,
                 fresh = config.model_copy(update={"resume_from": None})  # with the spend it had
-                return await self._execute(steps, initial_state, None, fresh, progress=progress)
+                return await self._execute(steps, initial_state, None, fresh, progress=progress, lease=lease)
             last = progress.last_node
             if last not in ids:
                 raise ResumeMismatchError(
@@ -398,7 +401,13 @@ class StromaRunner:
             if position + 1 == len(ids):
                 return await self._finished(steps, progress, manifest, config)
             return await self._execute(
-                steps, initial_state, ids[position + 1], config, progress=progress, manifest=manifest
+                steps,
+                initial_state,
+                ids[position + 1],
+                config,
+                progress=progress,
+                manifest=manifest,
+                lease=lease,
             )
 
     async def _load_checkpoint(
@@ -453,11 +462,13 @@ class StromaRunner:
         progress: RunProgress | None = None,
         manifest: RunManifest | None = None,
         run_id: str | None = None,
+        lease: Lease | None = None,
     ) -> ExecutionResult:
         ids = [s[0] for s in steps]
         manager = self.checkpoint_manager
         run_id = run_id or config.run_id
         rc = ReliabilityContext(config, self.registry, manager, run_id=run_id)
+        rc.lease = lease
         start = 0
         state: Any = initial_state
         restored: tuple[BaseModel, int, float] | None = None
@@ -478,7 +489,9 @@ class StromaRunner:
             parent_carrier = manifest.carrier if manifest is not None else None
         if progress is not None:  # budgets hold across resumes, whatever was committed
             rc.seed_progress(progress)
-        await rc.start_run(ids, resumed_from=resume_from, parent_carrier=parent_carrier)
+        await rc.start_run(
+            ids, resumed_from=resume_from, parent_carrier=parent_carrier, initial_state=initial_state
+        )
         try:
             for i in range(start):
                 last = i == start - 1

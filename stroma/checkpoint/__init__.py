@@ -22,19 +22,27 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
 from stroma._schemas import resolve_schema, schema_ref
-from stroma.checkpoint._codec import MAX_PAYLOAD_BYTES, decode_payload, no_longer_valid
+from stroma.checkpoint._codec import (
+    MAX_PAYLOAD_BYTES,
+    ListMixin,
+    RunRecord,
+    decode_payload,
+    encode_checkpoint,
+    lease_owner,
+    no_longer_valid,
+)
 from stroma.checkpoint.memory import AsyncInMemoryStore, InMemoryStore
 from stroma.checkpoint.postgres import PostgresStore
 from stroma.checkpoint.redis import RedisStore, SyncRedisStore
 from stroma.checkpoint.sqlite import SqliteStore
-from stroma.errors import RunLeasedError, StoreUnavailableError
+from stroma.errors import ConfigurationError, RunLeasedError, StoreUnavailableError
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -46,16 +54,19 @@ __all__ = [
     "CheckpointManager",
     "CheckpointStore",
     "InMemoryStore",
+    "Lease",
     "PostgresStore",
     "RawCheckpointStore",
     "RedisStore",
     "RunManifest",
     "RunProgress",
+    "RunRecord",
     "SqliteStore",
     "SyncRedisStore",
     "_resolve_schema",
     "_schema_ref",
     "decode_payload",
+    "encode_checkpoint",
 ]
 
 logger = logging.getLogger("stroma")
@@ -66,6 +77,8 @@ PROGRESS_NODE = "__stroma_progress__"
 """Reserved node id of a run's progress record (last committed node, spend, status)."""
 
 LEASE_TTL_S = 30.0
+RELEASE_TIMEOUT_S = 2.0
+"""At most this long is spent giving a lease back: after an outage the lease expires anyway."""
 
 
 def _schema_ref(schema: type[BaseModel]) -> str:
@@ -110,26 +123,64 @@ class RawCheckpointStore(Protocol):
 
     - ``save_raw`` / ``load_raw``: a JSON payload and its schema reference;
     - ``commit_raw``: a node's checkpoint and the run's progress record, atomically;
-    - ``acquire_lease`` / ``release_lease``: at most one resuming worker per run.
+    - ``acquire_lease`` / ``release_lease``: at most one worker per run. ``acquire_lease``
+      returns the lease's fencing token (an int > 0, the same while one owner keeps renewing,
+      larger for every new owner) or 0 when another owner holds the lease; a store may return
+      plain ``True`` / ``False`` instead (no fencing).
+    - ``commit_raw(..., token=n)``: refuse the write atomically with
+      :class:`~stroma.errors.LeaseLostError` when ``n`` is no longer the run's current token.
+    - ``list_runs(status, pipeline, updated_before, limit)``: :class:`RunRecord` s from an index.
     """
 
     kind: str
 
     async def save_raw(self, run_id: str, node_id: str, payload: str, ref: str) -> None: ...
     async def load_raw(self, run_id: str, node_id: str) -> tuple[str, str] | None: ...
-    async def commit_raw(self, run_id: str, node_id: str, payload: str, ref: str, progress: str) -> None: ...
-    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool: ...
+    async def commit_raw(
+        self,
+        run_id: str,
+        node_id: str,
+        payload: str,
+        ref: str,
+        progress: str,
+        token: int | None = None,
+    ) -> None: ...
+    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> int | bool: ...
     async def release_lease(self, run_id: str, owner: str) -> None: ...
 
 
 class RunManifest(BaseModel):
-    """Written once when a run (or a resume of it) starts."""
+    """Written once when a run (or a resume of it) starts.
+
+    ``initial_input`` is the JSON of the run's initial state (as its store keeps checkpoints:
+    secrets included) and ``initial_input_ref`` its schema reference, so a worker that never saw
+    the run start can resume it (:meth:`CheckpointManager.load_initial_input`).
+    """
 
     run_id: str
     pipeline: list[str]
     pipeline_name: str = "pipeline"
     carrier: dict[str, str] = {}
     started_at: float = 0.0
+    initial_input: str | None = None
+    initial_input_ref: str | None = None
+
+
+@dataclass
+class Lease:
+    """A worker's hold on a run, yielded by :meth:`CheckpointManager.lease`.
+
+    ``token`` is the fencing token to pass to every commit (None when the store has no fencing:
+    custom stores). ``lost`` turns True when the renewer finds another worker took the run, or
+    could not renew it for a whole TTL (an outage: the lease may have lapsed); the engine stops
+    before its next node. ``reason`` says why.
+    """
+
+    run_id: str
+    owner: str
+    token: int | None = None
+    lost: bool = False
+    reason: str = ""
 
 
 class RunProgress(BaseModel):
@@ -154,6 +205,8 @@ def manifest_json(
     pipeline_name: str,
     carrier: dict[str, str] | None,
     started_at: float,
+    initial_input: str | None = None,
+    initial_input_ref: str | None = None,
 ) -> str:
     """The JSON of a RunManifest (for a record the in-process store renders when read)."""
     return RunManifest(
@@ -162,10 +215,13 @@ def manifest_json(
         pipeline_name=pipeline_name,
         carrier=carrier or {},
         started_at=started_at,
+        initial_input=initial_input,
+        initial_input_ref=initial_input_ref,
     ).model_dump_json()
 
 
 PROGRESS_REF = schema_ref(RunProgress)  # memory.py spells it out (it is imported before this)
+_NO_STATE = RunProgress(run_id="")  # the ``state`` of a progress-only commit (never written)
 
 
 def store_kind(store: object) -> str:
@@ -174,7 +230,7 @@ def store_kind(store: object) -> str:
     return kind if isinstance(kind, str) else type(store).__name__
 
 
-class CheckpointManager:
+class CheckpointManager(ListMixin):
     """Saves and loads checkpoints through any store, sync or async."""
 
     def __init__(self, store: Any) -> None:
@@ -202,7 +258,8 @@ class CheckpointManager:
             getattr(type(store), name, None) is not getattr(AsyncInMemoryStore, name)
             for name in ("commit_raw", "save_raw", "load_raw")
         )
-        self.commit_inline: Callable[[str, str, str, str, tuple[Any, ...]], None] | None = (
+        # commit_inline(run_id, node_id, payload, ref, progress_fields, token=None)
+        self.commit_inline: Callable[..., None] | None = (
             None if overridden or not callable(inline) else inline
         )
         save = getattr(store, "_save_inline", None)
@@ -229,11 +286,10 @@ class CheckpointManager:
     # -- the published API -------------------------------------------------------------------
 
     async def checkpoint(self, run_id: str, node_id: str, state: BaseModel) -> None:
-        """Save ``state`` as the checkpoint of ``node_id``."""
+        """Save ``state`` as the checkpoint of ``node_id`` (checked: :func:`encode_checkpoint`)."""
+        payload = encode_checkpoint(node_id, state)
         if self._raw:
-            await self._call_raw(
-                "save_raw", run_id, node_id, state.model_dump_json(), schema_ref(type(state))
-            )
+            await self._call_raw("save_raw", run_id, node_id, payload, schema_ref(type(state)))
         else:
             await self._call("save", run_id, node_id, state)
 
@@ -265,27 +321,72 @@ class CheckpointManager:
 
     # -- beyond the published API -------------------------------------------------------------
 
-    async def commit(self, run_id: str, node_id: str, state: BaseModel, progress: RunProgress) -> int:
+    async def commit(
+        self,
+        run_id: str,
+        node_id: str,
+        state: BaseModel,
+        progress: RunProgress,
+        token: int | None = None,
+    ) -> int:
         """Save the checkpoint of ``node_id`` and the run's progress; returns payload bytes.
 
         Stores with ``commit_raw`` write both atomically; others write the checkpoint first, so a
         crash in between leaves the node uncommitted (it may run again) but never half-written.
+        ``token`` is the run's fencing token (:attr:`Lease.token`): a store with fencing refuses
+        the commit with :class:`~stroma.errors.LeaseLostError` once another worker took the run.
         """
-        payload = state.model_dump_json()
-        await self.commit_json(
-            run_id, node_id, state, payload, schema_ref(type(state)), progress.model_dump_json()
+        payload = encode_checkpoint(node_id, state)
+        await self._commit(
+            run_id,
+            node_id,
+            state,
+            payload,
+            schema_ref(type(state)),
+            progress.model_dump_json(),
+            token,
         )
         return len(payload) if self._raw else 0
 
     async def commit_json(
-        self, run_id: str, node_id: str, state: BaseModel, payload: str, ref: str, progress: str
+        self,
+        run_id: str,
+        node_id: str,
+        state: BaseModel,
+        payload: str,
+        ref: str,
+        progress: str,
+        token: int | None = None,
     ) -> None:
-        """:meth:`commit` for a caller that already has the JSON of ``state`` and of the progress
-        record (the engine's hot path: nothing is serialized twice)."""
-        if self._raw_async:
-            await self.store.commit_raw(run_id, node_id, payload, ref, progress)
-        elif self._raw:
-            await self._call("commit_raw", run_id, node_id, payload, ref, progress)
+        """:meth:`commit` for a caller that already has the JSON of ``state`` (its
+        ``model_dump_json()``) and of the progress record (the engine's hot path). The payload
+        goes through :func:`encode_checkpoint` (a few substring scans when it is clean)."""
+        if node_id != PROGRESS_NODE:
+            payload = encode_checkpoint(node_id, state, payload)
+        await self._commit(run_id, node_id, state, payload, ref, progress, token)
+
+    async def _commit(
+        self,
+        run_id: str,
+        node_id: str,
+        state: BaseModel,
+        payload: str,
+        ref: str,
+        progress: str,
+        token: int | None,
+    ) -> None:
+        if self._raw:
+            args = (run_id, node_id, payload, ref, progress)
+            if self._raw_async:
+                await (
+                    self.store.commit_raw(*args, token=token)
+                    if token is not None
+                    else self.store.commit_raw(*args)
+                )
+            elif token is not None:
+                await self._call("commit_raw", *args, token)
+            else:
+                await self._call("commit_raw", *args)
         else:
             await self._call("save", run_id, node_id, state)
             await self._call("save", run_id, PROGRESS_NODE, RunProgress.model_validate_json(progress))
@@ -299,9 +400,27 @@ class CheckpointManager:
         loaded = await self.resume(run_id, RUN_NODE, RunManifest)
         return loaded if isinstance(loaded, RunManifest) else None
 
-    async def save_progress_json(self, run_id: str, progress: str) -> None:
-        """Record the run's progress from its JSON (the engine builds it by hand, once)."""
-        if self._raw:
+    async def load_initial_input(
+        self, run_id: str, schema: type[BaseModel] | None = None
+    ) -> BaseModel | None:
+        """The initial state ``run_id`` started with (from its manifest), validated with
+        ``schema`` when given; None when the manifest does not hold it."""
+        manifest = await self.load_manifest(run_id)
+        if manifest is None or manifest.initial_input is None:
+            return None
+        return decode_payload(
+            manifest.initial_input, manifest.initial_input_ref or "", schema, run_id, RUN_NODE
+        )
+
+    async def save_progress_json(self, run_id: str, progress: str, token: int | None = None) -> None:
+        """Record the run's progress from its JSON (the engine builds it by hand, once).
+        With ``token``, fenced like a commit (a worker that lost the run cannot overwrite its
+        final status)."""
+        if token is not None and self._raw:
+            await self.commit_json(
+                run_id, PROGRESS_NODE, _NO_STATE, progress, PROGRESS_REF, progress, token=token
+            )
+        elif self._raw:
             await self._call_raw("save_raw", run_id, PROGRESS_NODE, progress, PROGRESS_REF)
         else:
             await self._call("save", run_id, PROGRESS_NODE, RunProgress.model_validate_json(progress))
@@ -315,41 +434,84 @@ class CheckpointManager:
         loaded = await self.resume(run_id, PROGRESS_NODE, RunProgress)
         return loaded if isinstance(loaded, RunProgress) else None
 
+    async def _list_runs(
+        self, status: str | None, pipeline: str | None, updated_before: float | None, limit: int
+    ) -> list[RunRecord]:
+        # list_runs (ListMixin) checked the arguments
+        if getattr(self.store, "list_runs", None) is None:
+            raise ConfigurationError(
+                f"{type(self.store).__name__} cannot list runs: it has no list_runs(status, "
+                "pipeline, updated_before, limit); use one of Stroma's stores or add it"
+            )
+        records: list[RunRecord] = await self._call("list_runs", status, pipeline, updated_before, limit)
+        return records
+
     @contextlib.asynccontextmanager
-    async def lease(self, run_id: str, ttl_s: float = LEASE_TTL_S) -> AsyncIterator[None]:
-        """Hold the run's lease for the block; raise RunLeasedError if another worker has it.
+    async def lease(self, run_id: str, ttl_s: float = LEASE_TTL_S) -> AsyncIterator[Lease]:
+        """Hold the run's lease for the block, yielding a :class:`Lease`; raise RunLeasedError
+        if another worker has it.
 
         The lease is short (``ttl_s``) and renewed every ``ttl_s / 3`` while the block runs, so a
         worker killed mid-run blocks a resume of its run for at most ``ttl_s``, and a long run
-        keeps its lease. Stores without leases (custom ones) grant it unconditionally.
+        keeps its lease. When a renewal finds the run taken over (or none succeeded for
+        ``ttl_s``), ``lease.lost`` turns True. Pass ``lease.token`` to every commit. Giving the
+        lease back takes at most :data:`RELEASE_TIMEOUT_S` (after an outage it expires anyway).
+        Stores without leases (custom ones) grant it unconditionally, with no token.
         """
+        owner = lease_owner()
+        held = Lease(run_id, owner)
         if getattr(self.store, "acquire_lease", None) is None:
-            yield
+            yield held
             return
-        owner = uuid.uuid4().hex
-        if not await self._call("acquire_lease", run_id, owner, ttl_s):
+        got = await self._call("acquire_lease", run_id, owner, ttl_s)
+        if not got:
             raise RunLeasedError(
                 f"run '{run_id}' is being resumed by another worker (its lease is held); "
                 f"wait for it to finish, or retry after the lease expires (at most {ttl_s:g} s "
                 "after that worker stopped)"
             )
-        renewer = asyncio.ensure_future(self._renew(run_id, owner, ttl_s))
+        held.token = None if got is True else int(got)
+        renewer = asyncio.ensure_future(self._renew(held, ttl_s))
         try:
-            yield
+            yield held
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
-            with contextlib.suppress(StoreUnavailableError):
-                await self._call("release_lease", run_id, owner)
-
-    async def _renew(self, run_id: str, owner: str, ttl_s: float) -> None:
-        while True:
-            await asyncio.sleep(ttl_s / 3)  # real time: a lease is about other processes
             try:
-                held = await self._call("acquire_lease", run_id, owner, ttl_s)
-            except StoreUnavailableError as exc:
-                logger.warning("run %s: could not renew its lease (%s); retrying", run_id, exc)
-                continue
-            if not held:
-                logger.warning("run %s: its lease was taken by another worker", run_id)
-                return
+                async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                    await self._call("release_lease", run_id, owner)
+            except (StoreUnavailableError, TimeoutError) as exc:
+                logger.warning(
+                    "run %s: could not give its lease back (%s); it expires in at most %g s",
+                    run_id,
+                    exc or "timed out",
+                    ttl_s,
+                )
+
+    async def _renew(self, lease: Lease, ttl_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
+        while not lease.lost:
+            await asyncio.sleep(ttl_s / 3)  # real time: a lease is about other processes
+            if await self.renew_lease(lease, ttl_s, failing_for=loop.time() - renewed):
+                renewed = loop.time()
+
+    async def renew_lease(self, lease: Lease, ttl_s: float = LEASE_TTL_S, failing_for: float = 0.0) -> bool:
+        """Renew ``lease`` once (what the renewer of :meth:`lease` does every ``ttl_s / 3``);
+        True when it is still held. Sets ``lease.lost`` when another worker took the run, or
+        when the store stays unreachable and renewals have failed for ``failing_for >= ttl_s``
+        seconds (the lease may have lapsed and been taken)."""
+        try:
+            got = await self._call("acquire_lease", lease.run_id, lease.owner, ttl_s)
+        except StoreUnavailableError as exc:
+            if failing_for < ttl_s:
+                logger.warning("run %s: could not renew its lease (%s); retrying", lease.run_id, exc)
+                return False
+            got, why = 0, f"its lease could not be renewed for {ttl_s:g} s ({exc})"
+        else:
+            why = "its lease was taken by another worker"
+        if got and (got is True or lease.token is None or int(got) == lease.token):
+            return True
+        lease.lost, lease.reason = True, why
+        logger.warning("run %s: %s; it stops before its next node", lease.run_id, why)
+        return False

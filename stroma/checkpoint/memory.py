@@ -13,7 +13,17 @@ from typing import Any
 from pydantic import BaseModel
 
 from stroma._schemas import schema_ref
-from stroma.checkpoint._codec import decode_payload, progress_json
+from stroma.checkpoint._codec import (
+    ListMixin,
+    RunRecord,
+    SyncListMixin,
+    decode_payload,
+    encode_checkpoint,
+    lease_lost,
+    matches,
+    progress_json,
+    run_record,
+)
 from stroma.errors import SchemaResolutionError
 
 __all__ = ["AsyncInMemoryStore", "InMemoryStore"]
@@ -28,7 +38,7 @@ def _as_schema(state: BaseModel, schema: object) -> BaseModel:
     return state if isinstance(state, schema) else schema.model_validate(state.model_dump())
 
 
-class InMemoryStore:
+class InMemoryStore(SyncListMixin):
     """A synchronous in-process store."""
 
     kind = "memory"
@@ -43,7 +53,7 @@ class InMemoryStore:
     def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
         """Save ``state`` as JSON."""
         self._data.setdefault(run_id, {})[node_id] = (
-            state.model_dump_json(),
+            encode_checkpoint(node_id, state),
             schema_ref(type(state)),
         )
 
@@ -69,8 +79,41 @@ class InMemoryStore:
         """Forget every checkpoint of ``run_id``."""
         self._data.pop(run_id, None)
 
+    def _list_runs(
+        self, status: str | None, pipeline: str | None, updated_before: float | None, limit: int
+    ) -> list[RunRecord]:
+        data = self._data
+        return _list(data, {}, lambda run: data.get(run, {}), status, pipeline, updated_before, limit)
 
-class AsyncInMemoryStore:
+
+def _list(
+    data: dict[str, Any],
+    leases: dict[str, Any],
+    read: Callable[[str], Any],
+    status: str | None,
+    pipeline: str | None,
+    updated_before: float | None,
+    limit: int,
+) -> list[RunRecord]:
+    """``list_runs`` of an in-process store: its dict of runs is the index. ``read(run_id)``
+    gives a run's ``{node_id: (payload, ref)}`` records."""
+    found: list[RunRecord] = []
+    for run_id in list(data):
+        records = read(run_id)
+        progress, manifest = records.get(_PROGRESS_NODE), records.get(_RUN_NODE)
+        record = run_record(
+            run_id,
+            None if progress is None else progress[0],
+            None if manifest is None else manifest[0],
+            run_id in leases,
+        )
+        if record is not None and matches(record, status, pipeline, updated_before):
+            found.append(record)
+    found.sort(key=lambda r: (r.updated_at, r.run_id))
+    return found[:limit]
+
+
+class AsyncInMemoryStore(ListMixin):
     """An asynchronous in-process store (the default of ``StromaRunner.quick()``)."""
 
     kind = "memory"
@@ -81,6 +124,7 @@ class AsyncInMemoryStore:
         # (render, args, ref) (_save_inline); either is rendered as JSON when read.
         self._data: dict[str, dict[str, tuple[Any, ...]]] = {}
         self._leases: dict[str, str] = {}
+        self._fences: dict[str, tuple[str, int]] = {}  # run -> (last owner, fencing token)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(runs={len(self._data)})"
@@ -97,7 +141,7 @@ class AsyncInMemoryStore:
     async def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
         """Save ``state`` as JSON."""
         self._data.setdefault(run_id, {})[node_id] = (
-            state.model_dump_json(),
+            encode_checkpoint(node_id, state),
             schema_ref(type(state)),
         )
 
@@ -131,20 +175,44 @@ class AsyncInMemoryStore:
         """The JSON payload and schema reference of a checkpoint, or None."""
         return self._get(run_id, node_id)
 
-    async def commit_raw(self, run_id: str, node_id: str, payload: str, ref: str, progress: str) -> None:
-        """Save a checkpoint and the run's progress record together."""
+    async def commit_raw(
+        self,
+        run_id: str,
+        node_id: str,
+        payload: str,
+        ref: str,
+        progress: str,
+        token: int | None = None,
+    ) -> None:
+        """Save a checkpoint and the run's progress record together (refused with
+        LeaseLostError when ``token`` is stale)."""
+        self._fence(run_id, token)
         run = self._data.setdefault(run_id, {})
-        run[node_id] = (payload, ref)
+        if node_id != _PROGRESS_NODE:
+            run[node_id] = (payload, ref)
         run[_PROGRESS_NODE] = (progress, _PROGRESS_REF)
 
     def _commit_inline(
-        self, run_id: str, node_id: str, payload: str, ref: str, progress: tuple[Any, ...]
+        self,
+        run_id: str,
+        node_id: str,
+        payload: str,
+        ref: str,
+        progress: tuple[Any, ...],
+        token: int | None = None,
     ) -> None:
         """:meth:`commit_raw` for the engine's in-process fast path: synchronous (nothing can
         interleave), with the progress record kept as the arguments of ``progress_json``."""
+        if token is not None:
+            self._fence(run_id, token)
         run = self._run(run_id)
         run[node_id] = (payload, ref)
         run[_PROGRESS_NODE] = progress
+
+    def _fence(self, run_id: str, token: int | None) -> None:
+        current = self._fences.get(run_id, ("", 0))[1]
+        if token is not None and token != current:
+            raise lease_lost(run_id, token, current)
 
     def _save_inline(
         self, run_id: str, node_id: str, render: Callable[..., str], args: tuple[Any, ...], ref: str
@@ -159,13 +227,26 @@ class AsyncInMemoryStore:
             run = self._data[run_id] = {}
         return run
 
-    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool:
-        """Take the run's lease unless another owner holds it."""
+    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> int:
+        """Take the run's lease unless another owner holds it; returns its fencing token (0:
+        refused). The token grows by one whenever the lease changes owner."""
         holder = self._leases.get(run_id)
         if holder is not None and holder != owner:
-            return False
+            return 0
         self._leases[run_id] = owner
-        return True
+        last, token = self._fences.get(run_id, ("", 0))
+        if last != owner:
+            token += 1
+            self._fences[run_id] = (owner, token)
+        return token
+
+    async def _list_runs(
+        self, status: str | None, pipeline: str | None, updated_before: float | None, limit: int
+    ) -> list[RunRecord]:
+        def read(run_id: str) -> dict[str, Any]:
+            return {n: self._get(run_id, n) for n in (_PROGRESS_NODE, _RUN_NODE)}
+
+        return _list(self._data, self._leases, read, status, pipeline, updated_before, limit)
 
     async def release_lease(self, run_id: str, owner: str) -> None:
         """Give the lease back (only its owner can)."""
@@ -175,3 +256,4 @@ class AsyncInMemoryStore:
 
 _PROGRESS_REF = "stroma.checkpoint:RunProgress"
 _PROGRESS_NODE = "__stroma_progress__"  # stroma.checkpoint.PROGRESS_NODE (which imports this module)
+_RUN_NODE = "__stroma_run__"  # stroma.checkpoint.RUN_NODE

@@ -3,7 +3,7 @@
 Usage::
 
     python crash_pipeline.py --store sqlite|redis|postgres --target PATH_OR_URL --run-id ID
-        --ledger FILE [--key-prefix P] [--table T] [--nodes N]
+        --ledger FILE [--key-prefix P] [--table T] [--nodes N] [--cluster]
 
 Prints ``ready`` once imported, then calls ``runner.resume(nodes, initial_state)`` (which runs
 from the start when nothing is committed) and prints the result as one JSON line. Every node
@@ -80,7 +80,7 @@ def make_store(args: argparse.Namespace) -> Any:
     if args.store == "sqlite":
         return SqliteStore(args.target)
     if args.store == "redis":
-        return RedisStore(args.target, key_prefix=args.key_prefix)
+        return RedisStore(args.target, key_prefix=args.key_prefix, cluster=args.cluster)
     if args.store == "postgres":
         return PostgresStore(args.target, table=args.table)
     raise SystemExit(f"unknown store {args.store!r}")
@@ -111,6 +111,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--key-prefix", default="stroma")
     parser.add_argument("--table", default="stroma_checkpoints")
     parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--cluster", action="store_true", help="the Redis target is a cluster")
     return parser.parse_args(argv)
 
 

@@ -4,8 +4,10 @@ parallel groups; one worker per run, run() included."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -24,8 +26,9 @@ from stroma import (
     default_policy_map,
     parallel,
 )
+from stroma.checkpoint import Lease
 from stroma.errors import RunLeasedError
-from stroma.events import BudgetChecked
+from stroma.events import AttemptFailed, BudgetChecked, NodeFinished
 from stroma.testing import FakeClock, use_clock
 from tests.stroma.stores.conftest import StoreKit
 
@@ -232,3 +235,106 @@ async def test_run_of_a_finished_run_id_starts_afresh_and_names_resume(
     assert calls["n"] == 2
     warnings = [r for r in caplog.records if "resume()" in r.getMessage()]
     assert len(warnings) == 1
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_worker_that_lost_its_lease_stops_and_commits_nothing(
+    make_store: MakeStore, unique: str, kind: str
+) -> None:
+    """Worker A is paused inside node b past its lease; worker B takes the run over and finishes it.
+    When A wakes, its commit is refused (stale fencing token): A's run ends FAILED with
+    LeaseLostError, node c never runs in A, and after the takeover each node ran exactly once."""
+    store = (await make_store(kind)).store
+    run_id = f"{unique}-takeover"
+    ran: list[tuple[str, str]] = []
+    paused, wake = asyncio.Event(), asyncio.Event()
+
+    def build(worker: str) -> tuple[StromaRunner, list[Any], list[Lease]]:
+        manager = CheckpointManager(store)
+        leases: list[Lease] = []
+        original = manager.lease
+
+        @contextlib.asynccontextmanager
+        async def watched(run: str, ttl_s: float = 30.0) -> AsyncIterator[Lease]:
+            async with original(run, ttl_s) as lease:
+                leases.append(lease)
+                yield lease
+
+        manager.lease = watched  # type: ignore[method-assign]
+        runner = runner_for(manager, run_id)
+
+        @runner.node("a", input=Doc, output=Doc)
+        async def a(state: Doc) -> dict[str, str]:
+            ran.append((worker, "a"))
+            return {"text": state.text + "a"}
+
+        @runner.node("b", input=Doc, output=Doc)
+        async def b(state: Doc) -> dict[str, str]:
+            ran.append((worker, "b"))
+            if worker == "A":
+                paused.set()
+                await wake.wait()  # SIGSTOP, a blocked loop, a partition: past the lease
+            return {"text": state.text + "b"}
+
+        @runner.node("c", input=Doc, output=Doc)
+        async def c(state: Doc) -> dict[str, str]:
+            ran.append((worker, "c"))
+            return {"text": state.text + "c"}
+
+        return runner, [a, b, c], leases
+
+    runner_a, nodes_a, leases_a = build("A")
+    worker_a = asyncio.ensure_future(runner_a.run(nodes_a, Doc(text="")))
+    await paused.wait()
+    released = store.release_lease(run_id, leases_a[0].owner)  # what the lapsed TTL does
+    if inspect.isawaitable(released):
+        await released
+    runner_b, nodes_b, _ = build("B")
+    taken = await runner_b.resume(nodes_b, Doc(text=""))
+    assert taken.status is RunStatus.RESUMED
+    assert taken.final_state == Doc(text="abc")
+    wake.set()
+    result_a = await worker_a
+    assert result_a.status is RunStatus.FAILED
+    assert isinstance(result_a.trace.failures()[-1].failure_message, str)
+    assert "stroma.errors.LeaseLostError" in {
+        e.error_type for e in result_a.trace.log if isinstance(e, AttemptFailed)
+    }
+    assert ran == [("A", "a"), ("A", "b"), ("B", "b"), ("B", "c")]
+    assert await CheckpointManager(store).resume(run_id, "c", Doc) == Doc(text="abc")
+    progress = await CheckpointManager(store).load_progress(run_id)
+    assert progress is not None
+    assert progress.status == "RESUMED"
+
+
+async def test_a_lease_marked_lost_stops_the_run_before_its_next_node(
+    make_store: MakeStore, unique: str
+) -> None:
+    """When the renewer marks the lease lost, the worker runs no further node and says why."""
+    manager = CheckpointManager((await make_store("sqlite")).store)
+    original = manager.lease
+    seen: list[Lease] = []
+
+    @contextlib.asynccontextmanager
+    async def spying(run: str, ttl_s: float = 30.0) -> AsyncIterator[Lease]:
+        async with original(run, ttl_s) as lease:
+            seen.append(lease)
+            yield lease
+
+    manager.lease = spying  # type: ignore[method-assign]
+    runner = runner_for(manager, f"{unique}-lost")
+
+    @runner.node("first", input=Doc, output=Doc)
+    async def first(state: Doc) -> dict[str, str]:
+        seen[0].lost, seen[0].reason = True, "renewals failed for a whole TTL"  # what the renewer does
+        return {"text": "1"}
+
+    @runner.node("second", input=Doc, output=Doc)
+    async def second(state: Doc) -> dict[str, str]:
+        raise AssertionError("a worker without its lease must not run a node")
+
+    result = await runner.run([first, second], Doc(text=""))
+    assert result.status is RunStatus.FAILED
+    finished = [e for e in result.trace.log if isinstance(e, NodeFinished) and e.node_id == "second"]
+    assert finished[0].error_type == "stroma.errors.LeaseLostError"
+    assert finished[0].attempts == 0

@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from stroma.testing import CONFORMANCE_CHECKS, ConformanceError, check_store, run_conformance_check
-from tests.stroma.stores.conftest import ALL_KINDS, StoreKit
+from tests.stroma.stores.conftest import ALL_KINDS, CLUSTER_KINDS, StoreKit
 
 
 @pytest.mark.parametrize("check", sorted(CONFORMANCE_CHECKS))
-@pytest.mark.parametrize("kind", ALL_KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS + CLUSTER_KINDS)
 async def test_store_passes_conformance_check(
     kind: str, check: str, make_store: Callable[[str], Awaitable[StoreKit]]
 ) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from stroma import CheckpointManager, PostgresStore, RedisStore, SqliteStore
-from tests.stroma.stores.conftest import DURABLE_KINDS
+from stroma.checkpoint import RunRecord
+from tests.stroma.stores.conftest import DURABLE_KINDS, redis_admin
 
 PIPELINE = Path(__file__).with_name("crash_pipeline.py")
 NODES = 10
@@ -38,21 +39,39 @@ class Target:
     key_prefix: str = "stroma"
     table: str = "stroma_checkpoints"
 
+    @property
+    def cluster(self) -> bool:
+        """Whether the target is a Redis Cluster."""
+        return self.kind == "redis_cluster"
+
     def argv(self, run_id: str, ledger: Path) -> list[str]:
         """The crash pipeline's command line."""
+        store = "redis" if self.cluster else self.kind
         return [
-            sys.executable, str(PIPELINE), "--store", self.kind, "--target", self.target,
+            sys.executable, str(PIPELINE), "--store", store, "--target", self.target,
             "--run-id", run_id, "--ledger", str(ledger), "--key-prefix", self.key_prefix,
-            "--table", self.table, "--nodes", str(NODES),
+            "--table", self.table, "--nodes", str(NODES), *(["--cluster"] if self.cluster else []),
         ]
 
     def store(self) -> Any:
         """A fresh store object on the same storage."""
         if self.kind == "sqlite":
             return SqliteStore(self.target)
-        if self.kind == "redis":
-            return RedisStore(self.target, key_prefix=self.key_prefix)
+        if self.kind.startswith("redis"):
+            return RedisStore(self.target, key_prefix=self.key_prefix, cluster=self.cluster)
         return PostgresStore(self.target, table=self.table)
+
+    def list_runs(self, **filters: Any) -> list[RunRecord]:
+        """``list_runs`` on a fresh store object."""
+
+        async def read() -> list[RunRecord]:
+            store = self.store()
+            try:
+                return await CheckpointManager(store).list_runs(**filters)
+            finally:
+                await store.aclose()
+
+        return asyncio.run(read())
 
     def last_committed(self, run_id: str) -> str | None:
         """The last committed node of ``run_id`` as the store records it now."""
@@ -68,24 +87,27 @@ class Target:
         return asyncio.run(read())
 
     def expire_lease(self, run_id: str) -> None:
-        """Expire the lease a killed worker left (what its TTL would do after LEASE_TTL_S)."""
+        """Expire the lease a killed worker left (what its TTL would do after LEASE_TTL_S;
+        the row, with its fencing token, stays)."""
         if self.kind == "sqlite":
             conn = sqlite3.connect(self.target, timeout=30)
             with conn:
-                conn.execute("DELETE FROM stroma_leases WHERE run_id = ?", (run_id,))
+                conn.execute("UPDATE stroma_leases SET expires_at = 0 WHERE run_id = ?", (run_id,))
             conn.close()
-        elif self.kind == "redis":
-            import redis
-
-            client = redis.Redis.from_url(self.target)
-            client.delete(RedisStore(self.target, key_prefix=self.key_prefix).lease_key(run_id))
+        elif self.kind.startswith("redis"):
+            client = redis_admin(self.target, self.cluster)
+            store = RedisStore(self.target, key_prefix=self.key_prefix, cluster=self.cluster)
+            client.delete(store.lease_key(run_id))
             client.close()
         else:
             import asyncpg
 
             async def drop() -> None:
                 conn = await asyncpg.connect(self.target)
-                await conn.execute(f"DELETE FROM {self.table}_leases WHERE run_id = $1", run_id)
+                await conn.execute(
+                    f"UPDATE {self.table}_leases SET expires_at = '-infinity' WHERE run_id = $1",
+                    run_id,
+                )
                 await conn.close()
 
             asyncio.run(drop())
@@ -198,6 +220,9 @@ def target(
         yield Target(kind, str(tmp_path / "crash.db"))
     elif kind == "redis":
         yield Target(kind, request.getfixturevalue("redis_url"), key_prefix=f"crash-{unique}")
+    elif kind == "redis_cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        yield Target(kind, url, key_prefix=f"crash-{unique}")
     else:
         dsn = request.getfixturevalue("postgres_dsn")
         yield Target(kind, dsn, table=f"crash_{unique}")
@@ -206,13 +231,15 @@ def target(
             import asyncpg
 
             conn = await asyncpg.connect(dsn)
-            await conn.execute(f"DROP TABLE IF EXISTS crash_{unique}, crash_{unique}_leases")
+            await conn.execute(
+                f"DROP TABLE IF EXISTS crash_{unique}, crash_{unique}_leases, crash_{unique}_runs"
+            )
             await conn.close()
 
         asyncio.run(drop())
 
 
-@pytest.mark.parametrize("kind", DURABLE_KINDS)
+@pytest.mark.parametrize("kind", [*DURABLE_KINDS, "redis_cluster"])
 def test_kill9_resume_never_reruns_committed_nodes(
     kind: str, target: Target, tmp_path: Path, unique: str
 ) -> None:
@@ -244,6 +271,13 @@ def test_kill9_resume_never_reruns_committed_nodes(
         mid_pipeline += sum(last != NODE_IDS[-1] for _, last in outcome.committed_at_kill)
         runs += 1
         at_kill.update(str(last) for _, last in outcome.committed_at_kill)
+    # every run is listed as finished, none as running (a killed worker's run was resumed)
+    finished = {r.run_id: r for r in target.list_runs(limit=10_000)}
+    assert {f"{unique}-fuzz-{i}" for i in range(runs)} | {f"{unique}-clean"} == set(finished)
+    assert {r.status for r in finished.values()} <= {"COMPLETED", "RESUMED"}
+    assert {(r.committed > 0, r.last_node, r.lease_held) for r in finished.values()} == {
+        (True, NODE_IDS[-1], False)
+    }
     print(
         f"{kind}: {kills} kills ({mid_pipeline} before the last commit) over {runs} runs in "
         f"{time.monotonic() - started:.1f} s; kill window {window * 1000:.0f} ms"

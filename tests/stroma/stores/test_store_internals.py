@@ -37,7 +37,7 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 async def test_redis_save_and_commit_are_one_round_trip_and_one_transaction(
     redis_url: str, unique: str
 ) -> None:
-    """Each save/commit is one network round trip carrying MULTI, HSET, EXPIRE, EXEC (atomic),
+    """Each save/commit is one network round trip running one script (HSET + EXPIRE, atomic),
     proven by a counting relay and the server's own commandstats."""
     import redis
 
@@ -57,7 +57,7 @@ async def test_redis_save_and_commit_are_one_round_trip_and_one_transaction(
     assert relay.round_trips - trips == 40
     delta = _delta(before, _commandstats(admin))
     delta.pop("info", None)
-    assert delta == {"multi": 40, "hset": 40, "expire": 40, "exec": 40}
+    assert delta == {"evalsha": 40, "hset": 40, "expire": 40}
     assert relay.connections == 1  # the pool reused its one connection
     await store.delete("r")
     await store.delete("warm")
@@ -88,7 +88,7 @@ async def test_postgres_save_and_commit_are_one_round_trip(
     assert relay.connections == 1
     pool = await store.pool()
     async with pool.acquire() as conn:
-        await conn.execute(f"DROP TABLE rt_{unique}, rt_{unique}_leases")
+        await conn.execute(f"DROP TABLE rt_{unique}, rt_{unique}_leases, rt_{unique}_runs")
     await store.aclose()
     await relay.close()
 
@@ -97,7 +97,8 @@ async def test_redis_every_key_has_the_ttl_and_delete_uses_no_keys_or_scan(
     redis_url: str, unique: str
 ) -> None:
     """Every key a run writes carries the TTL (the lease its own expiry), and delete is a DEL of
-    that run's own hash: no KEYS or SCAN command runs, and a glob-named run id touches nothing else."""
+    that run's own hash (its fencing token stays, as a SQL lease row does): no KEYS or SCAN
+    command runs, and a glob-named run id touches nothing else."""
     import redis
 
     store = RedisStore(redis_url, ttl_seconds=120, key_prefix=unique)
@@ -107,7 +108,7 @@ async def test_redis_every_key_has_the_ttl_and_delete_uses_no_keys_or_scan(
         await manager.commit(run, "a", Doc(text=run), RunProgress(run_id=run, last_node="a"))
     assert await store.acquire_lease("r*", "me", 30.0)
     keys = sorted(k.decode() for k in admin.scan_iter(match=f"{unique}:*"))
-    assert len(keys) == 6  # five run hashes and one lease
+    assert len(keys) == 7  # five run hashes, one lease and its fencing token
     for key in keys:
         ttl = admin.pttl(key)
         limit = 30_000 if key.endswith(":lease") else 120_000
@@ -117,7 +118,7 @@ async def test_redis_every_key_has_the_ttl_and_delete_uses_no_keys_or_scan(
     await store.delete("r*")
     delta = _delta(before, _commandstats(admin))
     delta.pop("info", None)
-    assert delta == {"del": 1}
+    assert delta == {"del": 1, "evalsha": 1, "zrem": 8}  # the hash, then its index entries
     left = sorted(k.decode() for k in admin.scan_iter(match=f"{unique}:*"))
     assert left == [k for k in keys if k != store.hash_key("r*")]
     for run in ("r?", "r[x]", "r", "r:x"):
@@ -203,7 +204,7 @@ async def test_postgres_tables_created_once_under_concurrent_first_use(
     assert got == [Doc(text=str(i)) for i in range(20)]
     pool = await stores[0].pool()
     async with pool.acquire() as conn:
-        await conn.execute(f"DROP TABLE {table}, {table}_leases")
+        await conn.execute(f"DROP TABLE {table}, {table}_leases, {table}_runs")
     for store in stores:
         await store.aclose()
 

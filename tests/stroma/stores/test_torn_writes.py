@@ -47,7 +47,9 @@ async def stores(kind: str, url: str, unique: str) -> AsyncIterator[tuple[Any, A
         if kind == "postgres":
             pool = await direct.pool()
             async with pool.acquire() as conn:
-                await conn.execute(f"DROP TABLE IF EXISTS torn_{unique}, torn_{unique}_leases")
+                await conn.execute(
+                    f"DROP TABLE IF EXISTS torn_{unique}, torn_{unique}_leases, torn_{unique}_runs"
+                )
         await cut.aclose()
         await direct.aclose()
         await relay.close()
