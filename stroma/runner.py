@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ from stroma.errors import (
     CheckpointMissingError,
     ConfigurationError,
     ResumeMismatchError,
+    RunLeasedError,
     UnknownNodeError,
 )
 from stroma.failures import Classifier, PolicyMap, default_policy_map
@@ -368,47 +370,100 @@ class StromaRunner:
         as recorded) when the run had already completed. Takes the run's lease, so a second
         worker resuming the same run at the same time gets RunLeasedError.
         """
-        config = self.config
         steps = self._steps(node_sequence)
-        if config.node_timeouts:
-            config.check_node_ids(_all_ids(steps))
+        if self.config.node_timeouts:
+            self.config.check_node_ids(_all_ids(steps))
+        async with self.checkpoint_manager.lease(self.config.run_id) as lease:
+            progress = await self.checkpoint_manager.load_progress(self.config.run_id)
+            return await self._resume_leased(steps, initial_state, progress, lease)
+
+    async def _resume_leased(
+        self, steps: list[_Step], initial_state: Any, progress: RunProgress | None, lease: Lease
+    ) -> ExecutionResult:
+        """:meth:`resume` once the run's lease is held and its progress record read."""
+        config = self.config
         ids = [s[0] for s in steps]
-        manager = self.checkpoint_manager
-        async with manager.lease(config.run_id) as lease:
-            progress = await manager.load_progress(config.run_id)
-            manifest = await manager.load_manifest(config.run_id)
-            if progress is None or progress.last_node is None:  # nothing committed: from the start,
-                fresh = config.model_copy(update={"resume_from": None})  # with the spend it had
-                return await self._execute(steps, initial_state, None, fresh, progress=progress, lease=lease)
-            last = progress.last_node
-            if last not in ids:
-                raise ResumeMismatchError(
-                    f"run '{config.run_id}' last committed node '{last}', which is not in this "
-                    f"pipeline (nodes: {', '.join(ids)}); it was renamed or removed since the run "
-                    "was checkpointed. Resume with the pipeline the run started with, or start a "
-                    "new run_id"
-                )
-            position = ids.index(last)
-            if manifest is not None and last in manifest.pipeline:
-                before = manifest.pipeline[: manifest.pipeline.index(last) + 1]
-                now = ids[: position + 1]
-                if before != now:
-                    raise ResumeMismatchError(
-                        f"run '{config.run_id}' was checkpointed with nodes {before} up to "
-                        f"'{last}', but this pipeline has {now}; resuming would skip or reorder "
-                        "nodes. Resume with the original pipeline, or start a new run_id"
-                    )
-            if position + 1 == len(ids):
-                return await self._finished(steps, progress, manifest, config)
-            return await self._execute(
-                steps,
-                initial_state,
-                ids[position + 1],
-                config,
-                progress=progress,
-                manifest=manifest,
-                lease=lease,
+        manifest = await self.checkpoint_manager.load_manifest(config.run_id)
+        if progress is None or progress.last_node is None:  # nothing committed: from the start,
+            fresh = config.model_copy(update={"resume_from": None})  # with the spend it had
+            return await self._execute(steps, initial_state, None, fresh, progress=progress, lease=lease)
+        last = progress.last_node
+        if last not in ids:
+            raise ResumeMismatchError(
+                f"run '{config.run_id}' last committed node '{last}', which is not in this "
+                f"pipeline (nodes: {', '.join(ids)}); it was renamed or removed since the run "
+                "was checkpointed. Resume with the pipeline the run started with, or start a "
+                "new run_id"
             )
+        position = ids.index(last)
+        if manifest is not None and last in manifest.pipeline:
+            before = manifest.pipeline[: manifest.pipeline.index(last) + 1]
+            now = ids[: position + 1]
+            if before != now:
+                raise ResumeMismatchError(
+                    f"run '{config.run_id}' was checkpointed with nodes {before} up to "
+                    f"'{last}', but this pipeline has {now}; resuming would skip or reorder "
+                    "nodes. Resume with the original pipeline, or start a new run_id"
+                )
+        if position + 1 == len(ids):
+            return await self._finished(steps, progress, manifest, config)
+        return await self._execute(
+            steps,
+            initial_state,
+            ids[position + 1],
+            config,
+            progress=progress,
+            manifest=manifest,
+            lease=lease,
+        )
+
+    async def recover(
+        self, node_sequence: Sequence[NodeFunction], *, concurrency: int = 8, limit: int = 1_000
+    ) -> list[ExecutionResult]:
+        """Resume every run of this runner's pipeline whose worker is gone; return their results.
+
+        A run qualifies when its store lists it as still running (``pipeline_name`` of this
+        runner's config) and nobody holds its lease: its worker was killed, crashed or lost its
+        machine, and its lease lapsed (at most 30 s later). Each is resumed from its last
+        checkpoint with the initial state its manifest kept, ``concurrency`` at a time. Safe to
+        call from several processes at once: each run is resumed by exactly one of them (the
+        lease decides; the others skip it). Call it when a service starts, or on a timer.
+        """
+        if concurrency < 1:
+            raise ConfigurationError(f"recover(concurrency={concurrency!r}) needs at least 1")
+        steps = self._steps(node_sequence)
+        manager = self.checkpoint_manager
+        listed = await manager.list_runs(status="running", pipeline=self.config.pipeline_name, limit=limit)
+        first = steps[0][2] if steps else None
+        schema = first.input_schema if first is not None else None
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(run_id: str) -> ExecutionResult | None:
+            async with gate:
+                runner = StromaRunner(
+                    self.registry, manager, self.config.model_copy(update={"run_id": run_id})
+                )
+                try:
+                    async with manager.lease(run_id) as lease:
+                        progress = await manager.load_progress(run_id)
+                        if progress is not None and progress.status != "running":
+                            return None  # another process recovered it between listing and lease
+                        initial = await manager.load_initial_input(run_id, schema)
+                        if initial is None:
+                            logger.warning(
+                                "run %s cannot be recovered: its manifest keeps no initial state "
+                                "(it started before this version); resume it by hand",
+                                run_id,
+                            )
+                            return None
+                        return await runner._resume_leased(steps, initial, progress, lease)
+                except RunLeasedError:
+                    return None  # another process is recovering it
+
+        # every listed run is tried: its lease decides (held by a live worker: skipped; lapsed,
+        # or on one machine held by a process that is gone: taken)
+        results = await asyncio.gather(*(one(r.run_id) for r in listed))
+        return [r for r in results if r is not None]
 
     async def _load_checkpoint(
         self, run_id: str, step: _Step, resume_from: str

@@ -66,7 +66,7 @@ def build_nodes(count: int, ledger: str, registry: ContractRegistry) -> list[Any
         async def node(
             state: Chain, ctx: dict[str, Any], _id: str = node_id, _i: int = index
         ) -> dict[str, Any]:
-            attempt = str(ctx["_stroma_idempotency_key"]).rsplit(":", 1)[1]
+            attempt = ctx["_stroma_attempt"]
             ledger_append(ledger, f"{os.getpid()} {_id} {attempt}\n")
             await asyncio.sleep(0.002 + 0.001 * (_i % 4))
             return {"value": (state.value * 31 + _i + 1) % 1_000_000_007, "path": [*state.path, _id]}
