@@ -651,6 +651,16 @@ class ReliabilityContext:
         if self._writer is not None:
             self._writer.close()
 
+    async def record_cancelled(self) -> None:
+        """After :meth:`abort`: record the final status CANCELLED with the run in its store (a
+        cancelled run is not left "running" for ``recover()`` to pick up). Bounded, and it never
+        hides the cancellation that is unwinding."""
+        try:
+            async with asyncio.timeout(5.0):
+                await self._save_progress("CANCELLED")
+        except Exception as exc:  # the store is down or slow: the run stays "running"
+            logger.warning("run %s: could not record that it was cancelled (%s)", self.run_id, exc)
+
     def _progress_fields(
         self, status: str, mono: float | None = None, *, committing: str | None = None
     ) -> tuple[Any, ...]:

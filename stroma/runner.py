@@ -565,6 +565,7 @@ class StromaRunner:
                 state = rc.last_output
         except BaseException:
             rc.abort()  # cancelled or interrupted: close the run file, keep what it has
+            await rc.record_cancelled()
             raise
         final = state if isinstance(state, BaseModel) or not steps else None  # [] completes at once
         return await rc.finish_run(status, final)

@@ -338,3 +338,31 @@ async def test_a_lease_marked_lost_stops_the_run_before_its_next_node(
     finished = [e for e in result.trace.log if isinstance(e, NodeFinished) and e.node_id == "second"]
     assert finished[0].error_type == "stroma.errors.LeaseLostError"
     assert finished[0].attempts == 0
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_cancelled_run_is_recorded_cancelled_not_running(
+    make_store: MakeStore, unique: str, kind: str
+) -> None:
+    """A run cancelled mid-node keeps its final status CANCELLED in the store, so recover() (which
+    looks for runs still "running") leaves it alone."""
+    manager = CheckpointManager((await make_store(kind)).store)
+    run_id = f"{unique}-cancelled"
+    runner = runner_for(manager, run_id)
+    inside = asyncio.Event()
+
+    @runner.node("hang", input=Doc, output=Doc)
+    async def hang(state: Doc) -> dict[str, str]:
+        inside.set()
+        await asyncio.Event().wait()
+        return {"text": "never"}
+
+    task = asyncio.ensure_future(runner.run([hang], Doc(text="t")))
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    progress = await manager.load_progress(run_id)
+    assert progress is not None
+    assert progress.status == "CANCELLED"
+    assert run_id not in {r.run_id for r in await manager.list_runs(status="running")}
