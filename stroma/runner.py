@@ -15,8 +15,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from stroma.errors import (
     ConfigurationError,
     ResumeMismatchError,
     RunLeasedError,
+    StoreUnavailableError,
     UnknownNodeError,
 )
 from stroma.failures import Classifier, PolicyMap, default_policy_map
@@ -349,8 +351,8 @@ class StromaRunner:
         if config.node_timeouts:
             config.check_node_ids(_all_ids(steps))
         manager = self.checkpoint_manager
-        async with manager.lease(run_id) as lease:  # one worker per run: a second run() is refused
-            if config.resume_from is None and "run_id" in config.model_fields_set:
+        async with self._lease(run_id) as lease:  # one worker per run: a second run() is refused
+            if lease is not None and config.resume_from is None and "run_id" in config.model_fields_set:
                 progress = await manager.load_progress(run_id)
                 if progress is not None and progress.status != "running":
                     logger.warning(
@@ -373,12 +375,12 @@ class StromaRunner:
         steps = self._steps(node_sequence)
         if self.config.node_timeouts:
             self.config.check_node_ids(_all_ids(steps))
-        async with self.checkpoint_manager.lease(self.config.run_id) as lease:
+        async with self._lease(self.config.run_id) as lease:
             progress = await self.checkpoint_manager.load_progress(self.config.run_id)
             return await self._resume_leased(steps, initial_state, progress, lease)
 
     async def _resume_leased(
-        self, steps: list[_Step], initial_state: Any, progress: RunProgress | None, lease: Lease
+        self, steps: list[_Step], initial_state: Any, progress: RunProgress | None, lease: Lease | None
     ) -> ExecutionResult:
         """:meth:`resume` once the run's lease is held and its progress record read."""
         config = self.config
@@ -464,6 +466,19 @@ class StromaRunner:
         # or on one machine held by a process that is gone: taken)
         results = await asyncio.gather(*(one(r.run_id) for r in listed))
         return [r for r in results if r is not None]
+
+    @contextlib.asynccontextmanager
+    async def _lease(self, run_id: str) -> AsyncIterator[Lease | None]:
+        """The run's lease; None while the store is unreachable (the run then goes ahead and its
+        first commit meets the outage as a classified, retried failure: an outage ends a run
+        PARTIAL, it does not crash it)."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                held: Lease | None = await stack.enter_async_context(self.checkpoint_manager.lease(run_id))
+            except StoreUnavailableError as exc:
+                logger.warning("run %s: could not take its lease (%s); running without it", run_id, exc)
+                held = None
+            yield held
 
     async def _load_checkpoint(
         self, run_id: str, step: _Step, resume_from: str

@@ -236,6 +236,7 @@ class CheckpointManager(ListMixin):
     def __init__(self, store: Any) -> None:
         self.store = store
         self.kind = store_kind(store)
+        self._unreleased: dict[str, str] = {}  # run id -> owner of a lease not given back
         save = getattr(store, "save", None)
         if save is None or not callable(save):
             raise TypeError(
@@ -463,6 +464,9 @@ class CheckpointManager(ListMixin):
         if getattr(self.store, "acquire_lease", None) is None:
             yield held
             return
+        stale = self._unreleased.pop(run_id, None)
+        if stale is not None:  # this process's own lease, not given back during an outage
+            await self._release(run_id, stale, ttl_s)
         got = await self._call("acquire_lease", run_id, owner, ttl_s)
         if not got:
             raise RunLeasedError(
@@ -477,16 +481,22 @@ class CheckpointManager(ListMixin):
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
-            try:
-                async with asyncio.timeout(RELEASE_TIMEOUT_S):
-                    await self._call("release_lease", run_id, owner)
-            except (StoreUnavailableError, TimeoutError) as exc:
-                logger.warning(
-                    "run %s: could not give its lease back (%s); it expires in at most %g s",
-                    run_id,
-                    exc or "timed out",
-                    ttl_s,
-                )
+            await self._release(run_id, owner, ttl_s)
+
+    async def _release(self, run_id: str, owner: str, ttl_s: float) -> None:
+        """Give a lease back, waiting at most RELEASE_TIMEOUT_S; one that could not be given back
+        is remembered and given back before this manager next leases the run."""
+        try:
+            async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                await self._call("release_lease", run_id, owner)
+        except (StoreUnavailableError, TimeoutError) as exc:
+            self._unreleased[run_id] = owner
+            logger.warning(
+                "run %s: could not give its lease back (%s); it expires in at most %g s",
+                run_id,
+                exc or "timed out",
+                ttl_s,
+            )
 
     async def _renew(self, lease: Lease, ttl_s: float) -> None:
         loop = asyncio.get_running_loop()
