@@ -651,13 +651,13 @@ class ReliabilityContext:
         if self._writer is not None:
             self._writer.close()
 
-    async def record_cancelled(self) -> None:
-        """After :meth:`abort`: record the final status CANCELLED with the run in its store (a
-        cancelled run is not left "running" for ``recover()`` to pick up). Bounded, and it never
-        hides the cancellation that is unwinding."""
+    async def record_ended(self, status: str) -> None:
+        """After :meth:`abort`: record ``status`` ("CANCELLED", or "INTERRUPTED" for Ctrl-C and
+        SystemExit) as the run's final status in its store, so it is not left "running" for
+        ``recover()`` to pick up. Bounded, and it never hides what is unwinding."""
         try:
             async with asyncio.timeout(5.0):
-                await self._save_progress("CANCELLED")
+                await self._save_progress(status)
         except Exception as exc:  # the store is down or slow: the run stays "running"
             logger.warning("run %s: could not record that it was cancelled (%s)", self.run_id, exc)
 

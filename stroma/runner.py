@@ -578,9 +578,10 @@ class StromaRunner:
                 failure = rc.last_failure
                 status = status_for(exc, failure[1] if failure else None)
                 state = rc.last_output
-        except BaseException:
+        except BaseException as exc:
             rc.abort()  # cancelled or interrupted: close the run file, keep what it has
-            await rc.record_cancelled()
+            interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+            await rc.record_ended("INTERRUPTED" if interrupted else "CANCELLED")
             raise
         final = state if isinstance(state, BaseModel) or not steps else None  # [] completes at once
         return await rc.finish_run(status, final)
