@@ -81,19 +81,17 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 def _first_input(runner: StromaRunner, nodes: Sequence[NodeFunction]) -> tuple[str, type[BaseModel]]:
-    """The first node's id and input schema (a parallel group's: its first child's)."""
-    if not nodes:
+    """The first node's id and input schema (a parallel group's: its first child's).
+
+    The whole pipeline is checked as ``run`` checks it, so a bad node fails at registration."""
+    steps = runner._steps(nodes)
+    if not steps:
         raise ConfigurationError("stroma_task() needs at least one node, got an empty pipeline")
-    first = nodes[0]
-    first = getattr(first, "_stroma_children", (first,))[0]
-    node_id = getattr(first, "_stroma_node_id", None)
-    if node_id is None:
-        name = getattr(first, "__name__", repr(first))
-        raise ConfigurationError(
-            f"stroma_task(): {name} is not a Stroma node; decorate it with "
-            f"@runner.node('{name}', input=..., output=...)"
-        )
-    contract = getattr(first, "_stroma_contract", None) or runner.registry.get(node_id)
+    node_id, func, contract = steps[0]
+    if contract is None:  # a parallel group: its children all take the group's input
+        child: Any = getattr(func, "_stroma_children", (func,))[0]
+        node_id = child._stroma_node_id
+        contract = getattr(child, "_stroma_contract", None) or runner.registry.get(node_id)
     return node_id, contract.input_schema
 
 

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from stroma import ConfigurationError, ContractViolation, RunLeasedError, SqliteStore, StromaRunner
+from stroma import (
+    ConfigurationError,
+    ContractViolation,
+    RunLeasedError,
+    SqliteStore,
+    StromaRunner,
+    parallel,
+)
 from stroma.runfile import load_run
 
 celery = pytest.importorskip("celery")
@@ -149,7 +156,7 @@ def test_task_is_acked_late_json_and_requeued_on_a_lost_worker(tmp_path: Path) -
         ({"retry_delay_s": -1}, "retry_delay_s=-1 must be a number of seconds >= 0"),
         ({"runner": "runner"}, "needs a StromaRunner, got str"),
         ({"nodes": []}, "needs at least one node"),
-        ({"nodes": [print]}, "print is not a Stroma node"),
+        ({"nodes": [print]}, "print has no contract"),
     ],
 )
 def test_bad_arguments_are_configuration_errors(kwargs: dict[str, Any], message: str) -> None:
@@ -169,3 +176,20 @@ def test_bad_run_id_is_refused_by_start(tmp_path: Path) -> None:
     """start() checks the run id before anything is sent."""
     with pytest.raises(ConfigurationError, match="run_id"):
         _pipeline(tmp_path, [], set()).start({"n": 1}, run_id="")
+
+
+def test_parallel_group_first_takes_its_first_childs_input(tmp_path: Path) -> None:
+    """With a parallel group first, the initial state is checked against its first child's input."""
+    runner = StromaRunner.quick(store=SqliteStore(str(tmp_path / "runs.db")))
+
+    @runner.node("left", input=Count, output=Count)
+    async def left(state: Count) -> dict[str, int]:
+        return {"n": state.n + 1}
+
+    @runner.node("right", input=Count, output=Count)
+    async def right(state: Count) -> dict[str, int]:
+        return {"n": state.n + 1}
+
+    pipeline = stroma_task(_app(), runner, [parallel(left, right)], name="tests.group")
+    assert (pipeline.first_node, pipeline.input_schema) == ("left", Count)
+    assert pipeline.start({"n": 1}, run_id="doc-6").result["status"] == "COMPLETED"

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from stroma import RedisStore, StromaRunner
 from stroma.celery import WORKER_SETTINGS, stroma_task
+from tests.stroma.stores.crash_pipeline import ledger_append
 
 NODES = ("n1", "n2", "n3", "n4", "n5")
 HANG_NODE = "n3"
@@ -57,27 +58,18 @@ if _env("STROMA_TEST_TRACE_DIR"):
 _reached_hang_node = 0
 
 
-def _append(path: str, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _node(node_id: str) -> Any:
     @runner.node(node_id, input=Trail, output=Trail)
     async def step(state: Trail) -> dict[str, Any]:
         global _reached_hang_node  # noqa: PLW0603 - per-process count of runs reaching n3
         token = uuid.uuid4().hex
         await asyncio.to_thread(
-            _append, _env("STROMA_TEST_LEDGER"), f"{state.run} {node_id} {token} {os.getpid()}\n"
+            ledger_append, _env("STROMA_TEST_LEDGER"), f"{state.run} {node_id} {token} {os.getpid()}\n"
         )
         if node_id == HANG_NODE and _env("STROMA_TEST_HANG_AT"):
             _reached_hang_node += 1
             if _reached_hang_node == int(_env("STROMA_TEST_HANG_AT")):
-                await asyncio.to_thread(_append, _env("STROMA_TEST_HUNG"), state.run)
+                await asyncio.to_thread(ledger_append, _env("STROMA_TEST_HUNG"), state.run)
                 await asyncio.wait_for(asyncio.Event().wait(), HANG_LIMIT_S)
         return {"run": state.run, "tokens": [*state.tokens, token]}
 
