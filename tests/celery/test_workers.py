@@ -1,5 +1,6 @@
 """Three Celery workers on a real RabbitMQ, one killed with SIGKILL mid-run: every run completes,
-no committed node runs twice, and the killed worker's run is resumed where it stopped.
+no committed node runs twice, and the killed worker's run is resumed where it stopped (its run
+files and its spans say so).
 
 The pipeline and the worker app are in worker_app.py; the workers are subprocesses of this test
 (``-P solo``: the worker process is the one running the task, so SIGKILL takes the run with it).
@@ -19,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from stroma import CheckpointManager, RedisStore, RunStatus
 from stroma.runfile import load_run
+from stroma_otel import attributes as attr
+from stroma_otel._export import export_run
 
 pytest.importorskip("celery")
 
@@ -199,3 +203,17 @@ def test_three_workers_one_killed_every_run_completes_once(
         (None, None), ("n3", RunStatus.RESUMED)
     ]
     assert {r.header.run_id for r in records} == set(run_ids)
+
+    # ... and as spans (the run file replayed through the recorder the live hooks use).
+    exporter = InMemorySpanExporter()
+    export_run(attempts[1], exporter)
+    spans = exporter.get_finished_spans()
+    (run_span,) = [s for s in spans if s.attributes and attr.RUN_RESUMED_FROM in s.attributes]
+    assert run_span.attributes is not None
+    assert run_span.attributes[attr.RUN_RESUMED_FROM] == "n3"
+    restored = sorted(
+        str(s.attributes[attr.NODE_ID])
+        for s in spans
+        if s.attributes and s.attributes.get(attr.NODE_RESTORED)
+    )
+    assert restored == ["n1", "n2"]
