@@ -84,15 +84,11 @@ def _first_input(runner: StromaRunner, nodes: Sequence[NodeFunction]) -> tuple[s
     """The first node's id and input schema (a parallel group's: its first child's).
 
     The whole pipeline is checked as ``run`` checks it, so a bad node fails at registration."""
-    steps = runner._steps(nodes)
-    if not steps:
+    steps = runner.check_pipeline(nodes)
+    schema = runner.input_schema(steps)
+    if schema is None:
         raise ConfigurationError("stroma_task() needs at least one node, got an empty pipeline")
-    node_id, func, contract = steps[0]
-    if contract is None:  # a parallel group: its children all take the group's input
-        child: Any = getattr(func, "_stroma_children", (func,))[0]
-        node_id = child._stroma_node_id
-        contract = getattr(child, "_stroma_contract", None) or runner.registry.get(node_id)
-    return node_id, contract.input_schema
+    return steps[0][0], schema
 
 
 class PipelineTask:

@@ -288,7 +288,10 @@ class StromaRunner:
         config = self.config
         return config.run_id if "run_id" in config.model_fields_set else new_run_id()
 
-    def _steps(self, node_sequence: Sequence[NodeFunction]) -> list[_Step]:
+    def check_pipeline(self, node_sequence: Sequence[NodeFunction]) -> list[_Step]:
+        """The pipeline as ``run`` sees it, (node id, function, contract) per node, after the
+        checks ``run`` makes (every node has a contract, no id twice); ConfigurationError else.
+        A pipeline whose nodes all carry their contracts is checked once per runner."""
         key = tuple(node_sequence) if type(node_sequence) in (list, tuple) else None
         cached = self._checked.get(key) if key is not None else None
         if cached is not None:
@@ -347,7 +350,7 @@ class StromaRunner:
         """
         config = self.config
         run_id = self.next_run_id()
-        steps = self._steps(node_sequence)
+        steps = self.check_pipeline(node_sequence)
         if config.node_timeouts:
             config.check_node_ids(_all_ids(steps))
         manager = self.checkpoint_manager
@@ -372,7 +375,7 @@ class StromaRunner:
         as recorded) when the run had already completed. Takes the run's lease, so a second
         worker resuming the same run at the same time gets RunLeasedError.
         """
-        steps = self._steps(node_sequence)
+        steps = self.check_pipeline(node_sequence)
         if self.config.node_timeouts:
             self.config.check_node_ids(_all_ids(steps))
         async with self._lease(self.config.run_id) as lease:
@@ -433,11 +436,10 @@ class StromaRunner:
         """
         if concurrency < 1:
             raise ConfigurationError(f"recover(concurrency={concurrency!r}) needs at least 1")
-        steps = self._steps(node_sequence)
+        steps = self.check_pipeline(node_sequence)
         manager = self.checkpoint_manager
         listed = await manager.list_runs(status="running", pipeline=self.config.pipeline_name, limit=limit)
-        first = steps[0][2] if steps else None
-        schema = first.input_schema if first is not None else None
+        schema = self.input_schema(steps)
         gate = asyncio.Semaphore(concurrency)
 
         async def one(run_id: str) -> ExecutionResult | None:
@@ -466,6 +468,18 @@ class StromaRunner:
         # or on one machine held by a process that is gone: taken)
         results = await asyncio.gather(*(one(r.run_id) for r in listed))
         return [r for r in results if r is not None]
+
+    def input_schema(self, steps: Sequence[_Step]) -> type[BaseModel] | None:
+        """The schema a pipeline's initial state must have: its first node's input (a parallel
+        group's first child's); None for an empty pipeline."""
+        if not steps:
+            return None
+        node_id, func, contract = steps[0]
+        if contract is None:  # a parallel group: its children all take the group's input
+            child: Any = getattr(func, "_stroma_children", (func,))[0]
+            node_id = child._stroma_node_id
+            contract = getattr(child, "_stroma_contract", None) or self.registry.get(node_id)
+        return contract.input_schema
 
     @contextlib.asynccontextmanager
     async def _lease(self, run_id: str) -> AsyncIterator[Lease | None]:
