@@ -88,7 +88,9 @@ def _first_input(runner: StromaRunner, nodes: Sequence[NodeFunction]) -> tuple[s
     schema = runner.input_schema(steps)
     if schema is None:
         raise ConfigurationError("stroma_task() needs at least one node, got an empty pipeline")
-    return steps[0][0], schema
+    node_id, func, _ = steps[0]
+    children = getattr(func, "_stroma_children", None)  # a parallel group: its first child's
+    return (children[0]._stroma_node_id if children else node_id), schema
 
 
 class PipelineTask:
