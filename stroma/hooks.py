@@ -146,7 +146,17 @@ def hook_parts(hooks: NodeHooks | None) -> list[NodeHooks]:
     if hooks is None:
         return []
     parts = hooks.parts if isinstance(hooks, HookChain) else (hooks,)
-    return [p for p in parts if any(getattr(p, f.name) is not None for f in fields(p))]
+    return [p for p in parts if any(getattr(p, name) is not None for name in _callback_names(type(p)))]
+
+
+_names: dict[type, tuple[str, ...]] = {}
+
+
+def _callback_names(cls: type[NodeHooks]) -> tuple[str, ...]:
+    names = _names.get(cls)
+    if names is None:
+        names = _names[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 _EVENT_CALLBACKS: dict[str, type[ev.LifecycleEvent]] = {

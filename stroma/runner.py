@@ -486,13 +486,20 @@ class StromaRunner:
         """The run's lease; None while the store is unreachable (the run then goes ahead and its
         first commit meets the outage as a classified, retried failure: an outage ends a run
         PARTIAL, it does not crash it)."""
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                held: Lease | None = await stack.enter_async_context(self.checkpoint_manager.lease(run_id))
-            except StoreUnavailableError as exc:
-                logger.warning("run %s: could not take its lease (%s); running without it", run_id, exc)
-                held = None
+        lease = self.checkpoint_manager.lease(run_id)
+        try:
+            held = await lease.__aenter__()
+        except StoreUnavailableError as exc:
+            logger.warning("run %s: could not take its lease (%s); running without it", run_id, exc)
+            yield None
+            return
+        try:
             yield held
+        except BaseException as exc:
+            if not await lease.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await lease.__aexit__(None, None, None)
 
     async def _load_checkpoint(
         self, run_id: str, step: _Step, resume_from: str

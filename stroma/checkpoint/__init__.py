@@ -237,6 +237,7 @@ class CheckpointManager(ListMixin):
         self.store = store
         self.kind = store_kind(store)
         self._unreleased: dict[str, str] = {}  # run id -> owner of a lease not given back
+        self._is_async: dict[str, bool] = {}  # store method name -> whether it is a coroutine
         save = getattr(store, "save", None)
         if save is None or not callable(save):
             raise TypeError(
@@ -273,7 +274,10 @@ class CheckpointManager(ListMixin):
 
     async def _call(self, name: str, *args: Any) -> Any:
         method = getattr(self.store, name)
-        if inspect.iscoroutinefunction(method):
+        is_async = self._is_async.get(name)
+        if is_async is None:
+            is_async = self._is_async[name] = inspect.iscoroutinefunction(method)
+        if is_async:
             return await method(*args)
         if self._inline:
             return method(*args)
@@ -475,12 +479,16 @@ class CheckpointManager(ListMixin):
                 "after that worker stopped)"
             )
         held.token = None if got is True else int(got)
-        renewer = asyncio.ensure_future(self._renew(held, ttl_s))
+        # a store whose leases never lapse (in-process: they live and die with this process)
+        # needs no renewer task
+        expires = getattr(self.store, "leases_expire", True)
+        renewer = asyncio.ensure_future(self._renew(held, ttl_s)) if expires else None
         try:
             yield held
         finally:
-            renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
+            if renewer is not None:
+                renewer.cancel()
+                await asyncio.gather(renewer, return_exceptions=True)
             await self._release(run_id, owner, ttl_s)
 
     async def _release(self, run_id: str, owner: str, ttl_s: float) -> None:

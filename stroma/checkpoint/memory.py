@@ -43,6 +43,7 @@ class InMemoryStore(SyncListMixin):
 
     kind = "memory"
     blocking = False  # CheckpointManager may call it inline, without a worker thread
+    leases_expire = False  # in-process leases live and die with the process: no renewal
 
     def __init__(self) -> None:
         self._data: dict[str, dict[str, tuple[str, str]]] = {}
@@ -117,6 +118,7 @@ class AsyncInMemoryStore(ListMixin):
     """An asynchronous in-process store (the default of ``StromaRunner.quick()``)."""
 
     kind = "memory"
+    leases_expire = False  # in-process leases live and die with the process: no renewal
 
     def __init__(self) -> None:
         # Per run, per node: (payload, schema ref). The engine's fast path may instead leave the
