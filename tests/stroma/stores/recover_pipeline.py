@@ -5,8 +5,9 @@ Usage::
     python recover_pipeline.py work|recover --store sqlite|redis|postgres --target PATH_OR_URL
         --prefix P --ledger FILE --charge-url URL [--runs N] [--key-prefix K] [--table T]
 
-``work`` starts N runs (ids ``P-0`` ...) concurrently; node ``b`` of every run hangs, and once all
-N are inside ``b`` it prints ``ready`` (the test then SIGKILLs it). ``recover`` calls
+``pause`` runs one run (``P-0``) and waits inside ``b`` for a line on stdin (the test stops it
+with SIGSTOP there). ``work`` starts N runs (ids ``P-0`` ...) concurrently; node ``b`` of every
+run hangs, and once all N are inside ``b`` it prints ``ready`` (the test then SIGKILLs it). ``recover`` calls
 ``runner.recover(nodes)`` and prints the recovered run ids as one JSON line. Every node appends
 ``<pid> <run_id> <node> <attempt>`` to the ledger and fsyncs it before its work.
 """
@@ -72,6 +73,9 @@ def build(args: argparse.Namespace) -> tuple[StromaRunner, list[Any], Any]:
             if len(inside_b) == args.runs:
                 all_inside.set()
             await asyncio.Event().wait()  # hangs until the worker is killed
+        if args.mode == "pause":  # the test SIGSTOPs us here, past our lease, then lets us go on
+            print("in-b", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
         return {"n": state.n * 2, "path": [*state.path, "b"]}
 
     @runner.node("c", input=Job, output=Job)
@@ -101,6 +105,12 @@ async def main(args: argparse.Namespace) -> int:
         print("ready", flush=True)
         await asyncio.gather(*runs)
         return 1  # never reached: b hangs until the kill
+    if args.mode == "pause":
+        one = StromaRunner(runner.registry, runner.checkpoint_manager, runner.config.model_copy(
+            update={"run_id": f"{args.prefix}-0"}))
+        result = await one.run(nodes, Job(n=0, path=[]))
+        print(json.dumps({"status": result.status.value}), flush=True)
+        return 0
     results = await runner.recover(nodes, concurrency=4)
     print(
         json.dumps(
@@ -116,7 +126,7 @@ async def main(args: argparse.Namespace) -> int:
 def parse(argv: list[str]) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=["work", "recover"])
+    parser.add_argument("mode", choices=["work", "pause", "recover"])
     parser.add_argument("--store", required=True, choices=["sqlite", "redis", "postgres"])
     parser.add_argument("--target", required=True)
     parser.add_argument("--prefix", required=True)

@@ -7,6 +7,7 @@ import asyncio
 import collections
 import http.server
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -118,3 +119,42 @@ def test_recover_finishes_a_killed_workers_runs_once(
     # charged twice (before the kill, and by the recovery), always with one key: de-duplicable
     charges = collections.Counter(provider.keys)
     assert charges == {f"{run_id}:b": 2 for run_id in run_ids}
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_worker_stopped_past_its_lease_commits_nothing_after_the_takeover(
+    kind: str, target: Target, tmp_path: Path, unique: str  # noqa: F811 - the fixture
+) -> None:
+    """A worker SIGSTOPped inside node b past its lease; another process recovers the run and
+    finishes it; the stopped worker, continued, has its commit refused and ends FAILED without
+    running c: after the takeover every node ran exactly once."""
+    ledger = tmp_path / "ledger.txt"
+    prefix = f"stop-{unique}"
+    provider = Provider()
+    worker = subprocess.Popen(
+        argv(target, "pause", prefix, ledger, provider.url),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert worker.stdout is not None
+    assert worker.stdin is not None
+    assert worker.stdout.readline() == b"in-b\n"
+    worker.send_signal(signal.SIGSTOP)
+    try:
+        target.expire_lease(f"{prefix}-0")  # its lease lapses while it is stopped
+        recover = argv(target, "recover", prefix, ledger, provider.url)
+        recoverer = subprocess.run(recover, capture_output=True, timeout=120, check=False)
+        assert recoverer.returncode == 0, recoverer.stderr.decode()
+        recovered = json.loads(recoverer.stdout.decode().strip().splitlines()[-1])
+        assert recovered == {f"{prefix}-0": ["RESUMED", {"n": 1, "path": ["a", "b", "c"]}]}
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    out, err = worker.communicate(b"go\n", timeout=60)
+    assert json.loads(out.decode().strip().splitlines()[-1]) == {"status": "FAILED"}, err.decode()
+    starts = [line.split() for line in ledger.read_text().splitlines()]  # pid run node attempt
+    by_worker = collections.Counter(node for pid, _, node, _ in starts if int(pid) == worker.pid)
+    by_others = collections.Counter(node for pid, _, node, _ in starts if int(pid) != worker.pid)
+    assert by_worker == {"a": 1, "b": 1}  # c never ran in the stopped worker
+    assert by_others == {"b": 1, "c": 1}  # the takeover ran each remaining node once
+    provider.shutdown()
