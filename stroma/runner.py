@@ -516,7 +516,7 @@ class StromaRunner:
                 f"{self.checkpoint_manager.kind} store {self.checkpoint_manager.store!r}); resume "
                 "from an earlier node, or run the pipeline from the start"
             )
-        size = len(loaded.model_dump_json()) if self.checkpoint_manager._raw else 0
+        size = len(loaded.model_dump_json())
         return loaded, size, (clock.monotonic() - t0) * 1000.0
 
     async def _finished(

@@ -256,6 +256,8 @@ async def test_a_held_lease_is_renewed_while_the_resume_runs() -> None:
     class CountingStore(AsyncInMemoryStore):
         """Sets ``renewed`` when the same owner takes the lease a second time."""
 
+        leases_expire = True  # as a shared store's do: the manager renews them
+
         def __init__(self) -> None:
             super().__init__()
             self.owners: list[str] = []
