@@ -296,6 +296,12 @@ class ExecutionTrace:
         return items  # type: ignore[return-value]  # every entry is a TraceEvent now
 
     @property
+    def _events(self) -> list[TraceEvent]:
+        """The attempts list by the name stroma 0.3.2 kept it under (code written for 0.3.2
+        reads ``trace._events``)."""
+        return self.events
+
+    @property
     def log(self) -> list[LifecycleEvent]:
         """Every lifecycle event of the run, in order."""
         items = self._log

@@ -82,3 +82,38 @@ async def test_execute_step_without_a_contract_returns_untyped_state(clock: Fake
     assert result.final_state.anything == [1, 2]  # type: ignore[attr-defined]
     assert result.final_state.model_dump() == {"anything": [1, 2], "goes": True}
     assert ctx.trace.events[0].input_state == {"x": 1}
+
+
+async def test_the_trace_keeps_one_event_per_attempt_under_its_0_3_2_names(clock: FakeClock) -> None:
+    """ctx.trace has one TraceEvent per attempt: len(), iteration and ``_events`` (0.3.2) agree."""
+    ctx = context()
+    calls = {"n": 0}
+
+    async def twice(state: Any) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TimeoutError("once")
+        return {"ok": True}
+
+    result = await execute_step("twice", twice, {"x": 1}, ctx)
+    assert result.status is RunStatus.COMPLETED
+    assert len(ctx.trace) == 2
+    assert [e.attempt for e in ctx.trace] == [1, 2]
+    assert ctx.trace._events == list(ctx.trace)
+    assert result.trace is ctx.trace
+
+
+def test_reliability_context_has_the_0_3_2_fields_by_name() -> None:
+    """Every field 0.3.2's ReliabilityContext dataclass had is readable by name, with what it says."""
+    ctx = context(node_timeouts={"n": 5.0})
+    for name in (
+        "run_id registry checkpoint_manager cost_tracker retry_budget trace budget policy_map "
+        "step_policies classifiers step_timeouts model_fallbacks hooks context run_logger"
+    ).split():
+        assert hasattr(ctx, name), name
+    assert ctx.run_id == "mw"
+    assert ctx.cost_tracker is ctx.tracker
+    assert ctx.step_timeouts == {"n": 5.0}
+    assert ctx.policy_map == default_policy_map()
+    assert ctx.budget.is_unlimited
+    assert ctx.build_result("COMPLETED", None).status is RunStatus.COMPLETED
