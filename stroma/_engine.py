@@ -838,6 +838,33 @@ class ReliabilityContext:
             await self._node_failed(step_id, 0, node_t0, FailureClass.RECOVERABLE, exc)
             raise
 
+    def _open_attempt(
+        self, step_id: str, in_state: State, ctx: Any, attempt: int, max_attempts: int, node_t0: float
+    ) -> tuple[AttemptRecord, FallbackPolicy | None, str | None]:
+        """An attempt's record, its context keys and model: (record, fallback in force, the model
+        the node declared in ``ctx["model"]``)."""
+        declared = ctx.get("model") if type(ctx) is dict else None
+        if not isinstance(declared, str):
+            declared = None
+        fallback = self._fallback(ctx) if self._fallbacks else None
+        if type(ctx) is dict:
+            ctx[IDEMPOTENCY_KEY] = f"{self.run_id}:{step_id}"
+            ctx[ATTEMPT_KEY] = attempt
+        offset = self._wall0 - self._mono0
+        # positional on the hot path (keywords cost more than the rest of the record): the
+        # order is AttemptRecord's, and test_one_loop checks every field of the events built from it
+        rec = AttemptRecord(
+            step_id,
+            self.run_id,
+            attempt,
+            max_attempts,
+            offset + self._mono(),
+            in_state,
+            fallback.fallback_model if fallback is not None else declared,
+            offset + node_t0,
+        )
+        return rec, fallback, declared
+
     async def _attempt(
         self,
         step_id: str,
@@ -851,25 +878,9 @@ class ReliabilityContext:
         node_t0: float,
     ) -> BaseModel:
         """One attempt: call, usage, output contract, budget, commit. Raises _AttemptFailed."""
-        model = ctx.get("model") if type(ctx) is dict else None  # the model the node declares
-        if not isinstance(model, str):
-            model = None
-        declared = model
-        fallback = self._fallback(ctx) if self._fallbacks else None
-        if fallback is not None:
-            model = fallback.fallback_model
-        key = f"{self.run_id}:{step_id}"
-        if type(ctx) is dict:
-            ctx[IDEMPOTENCY_KEY] = key
-            ctx[ATTEMPT_KEY] = attempt
+        rec, fallback, declared = self._open_attempt(step_id, in_state, ctx, attempt, max_attempts, node_t0)
         mono = self._mono
         t0 = mono()
-        offset = self._wall0 - self._mono0
-        # positional on the hot path (keywords cost more than the rest of the record): the
-        # order is AttemptRecord's, and test_one_loop checks every field of the events built from it
-        rec = AttemptRecord(
-            step_id, self.run_id, attempt, max_attempts, offset + t0, in_state, model, offset + node_t0
-        )
         pending = self._rec.begin(rec)
         if pending is not None:
             await pending
@@ -881,23 +892,11 @@ class ReliabilityContext:
         try:
             if contract is not None and type(input_state) is not contract.input_schema:
                 input_state = validate_boundary(contract, "input", input_state)
-            with_ctx = getattr(func, "_stroma_takes_ctx", None)
-            if with_ctx is None:
-                with_ctx = takes_context(func)
-            if getattr(func, "_stroma_children", None) is not None:
-                raw: Any = await self._run_group(func, input_state, ctx, step_id, rec)
-            elif not self._timeouts or step_id not in self._timeouts:
-                raw = func(input_state, ctx) if with_ctx else func(input_state)
-                if type(raw) is _coroutine or inspect.isawaitable(raw):
-                    raw = await raw
-            else:
-                raw = await _call_within(func, input_state, ctx, with_ctx, step_id, self._timeouts[step_id])
+            raw = self._invoke(step_id, func, input_state, ctx, rec)
+            if type(raw) is _coroutine or inspect.isawaitable(raw):
+                raw = await raw
             if type(raw) is not dict:
-                raw, rec.input_tokens, rec.output_tokens, returned = split_output(raw, step_id)
-                rec.tokens = rec.input_tokens + rec.output_tokens
-                rec.used_model = model if fallback is not None or returned is None else returned
-                if rec.used_model is not None:
-                    rec.cost_usd = estimate_cost_usd(rec.used_model, rec.input_tokens, rec.output_tokens)
+                raw = _take_usage(rec, raw, fallback is not None)
             output = _validated_output(contract, raw)
             payload = type(output).__pydantic_serializer__.to_json(output).decode()
             done = mono()
@@ -920,12 +919,26 @@ class ReliabilityContext:
         except BaseException:  # cancelled mid-attempt: the attempt did start
             self._rec.flush()
             raise
-        rec.ended = offset + mono()
+        rec.ended = self._wall0 - self._mono0 + mono()
         self._last_out = (output, payload)
         pending = self._rec.succeed(rec)
         if pending is not None:
             await pending
         return output
+
+    def _invoke(
+        self, step_id: str, func: Callable[..., Any], state: Any, ctx: Any, rec: AttemptRecord
+    ) -> Any:
+        """Call the node: its result, or an awaitable of it (an async node, a parallel group, a
+        node under a timeout)."""
+        with_ctx = getattr(func, "_stroma_takes_ctx", None)
+        if with_ctx is None:
+            with_ctx = takes_context(func)
+        if getattr(func, "_stroma_children", None) is not None:
+            return self._run_group(func, state, ctx, step_id, rec)
+        if self._timeouts and step_id in self._timeouts:
+            return _call_within(func, state, ctx, with_ctx, step_id, self._timeouts[step_id])
+        return func(state, ctx) if with_ctx else func(state)
 
     def _commit(
         self, rec: AttemptRecord, output: BaseModel, payload: str, done: float
@@ -1216,6 +1229,17 @@ class ReliabilityContext:
             rec.tokens = spent.input_tokens + spent.output_tokens
             if rec.used_model is not None:
                 rec.cost_usd = estimate_cost_usd(rec.used_model, rec.input_tokens, rec.output_tokens)
+
+
+def _take_usage(rec: AttemptRecord, raw: Any, fell_back: bool) -> Any:
+    """Record the usage a node returned in its tuple on ``rec`` (priced at the fallback model
+    while one is in force); return the output part."""
+    out, rec.input_tokens, rec.output_tokens, returned = split_output(raw, rec.node_id)
+    rec.tokens = rec.input_tokens + rec.output_tokens
+    rec.used_model = rec.model if fell_back or returned is None else returned
+    if rec.used_model is not None:
+        rec.cost_usd = estimate_cost_usd(rec.used_model, rec.input_tokens, rec.output_tokens)
+    return out
 
 
 def _initial_input(state: Any) -> tuple[str | None, str | None]:
