@@ -459,6 +459,72 @@ def _install_fast_init(cls: type[LifecycleEvent]) -> None:
     cls.__init__ = init  # type: ignore[method-assign]
 
 
+class _DecoderSource:
+    """The lines of a generated decoder, filled field by field (see :func:`_compile_decoder`)."""
+
+    def __init__(self, cls: type[LifecycleEvent]) -> None:
+        self.env: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_M": _ABSENT, "_tuple": tuple}
+        self.env["_pairs"] = _pairs
+        self.env["_list"] = list
+        self.full: list[str] = []  # reads, by subscript (a missing field raises KeyError)
+        self.full_checks: list[str] = []  # then checks and conversions
+        self.partial: list[str] = []  # reads with get, defaults, checks and conversions
+        self.build: list[str] = []
+
+    def default_of(self, i: int, f: dataclasses.Field[Any]) -> str | None:
+        """The expression of the field's default, or None when it has none."""
+        if f.default_factory is not dataclasses.MISSING:
+            self.env[f"_d{i}"] = f.default_factory
+            return f"_d{i}()"
+        if f.default is not dataclasses.MISSING:
+            self.env[f"_d{i}"] = f.default
+            return f"_d{i}"
+        return None
+
+    def check_of(self, i: int, name: str, allowed: tuple[type, ...]) -> tuple[str, list[str]] | None:
+        """The type test of a field's value and its conversion lines (None: not decodable here)."""
+        if name in _TUPLE_FIELDS or name == "errors":
+            if list not in allowed:
+                return None
+            if name in _TUPLE_FIELDS:
+                return f"type(v{i}) is _list", [f"v{i} = _tuple(v{i})"]
+            return f"type(v{i}) is _list", [f"v{i} = _pairs(v{i})", f"if v{i} is None:", "    return None"]
+        tests = []
+        for k, t in enumerate(allowed):
+            if t is _NONE:
+                tests.append(f"v{i} is None")
+            else:
+                self.env[f"_t{i}_{k}"] = t
+                tests.append(f"type(v{i}) is _t{i}_{k}")
+        return " or ".join(tests), []
+
+    def add(self, i: int, f: dataclasses.Field[Any], allowed: tuple[type, ...] | None) -> bool:
+        """Add one field; False when the class cannot have a generated decoder."""
+        default = self.default_of(i, f)
+        self.build.append(f"    _s{i}(o, v{i})")
+        if allowed is None:  # never read from the dict (the exception): always its default
+            if default is None:
+                return False
+            self.full_checks.append(f"    v{i} = {default}")
+            self.partial.append(f"    v{i} = {default}")
+            return True
+        found = self.check_of(i, f.name, allowed)
+        if found is None:
+            return False
+        check, convert = found
+        self.full.append(f"        v{i} = data[{f.name!r}]")
+        self.full_checks += [f"    if not ({check}):", "        return None", *(f"    {c}" for c in convert)]
+        self.partial.append(f"    v{i} = get({f.name!r}, _M)")
+        if default is None:  # a missing required field reads as _M, which no check accepts
+            self.partial += [f"    if not ({check}):", "        return None", *(f"    {c}" for c in convert)]
+            return True
+        self.partial += [f"    if v{i} is _M:", f"        v{i} = {default}", f"    elif not ({check}):"]
+        self.partial.append("        return None")
+        if convert:
+            self.partial += ["    else:", *(f"        {c}" for c in convert)]
+        return True
+
+
 def _compile_decoder(cls: type[LifecycleEvent]) -> _FastDecoder | None:
     """A generated decoder for ``cls``, or None when the class is not a plain slotted dataclass.
 
@@ -469,102 +535,40 @@ def _compile_decoder(cls: type[LifecycleEvent]) -> _FastDecoder | None:
     if cls.__new__ is not object.__new__ or hasattr(cls, "__post_init__"):
         return None
     checked = dict(_CHECKS[cls])
-    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_M": _ABSENT, "_tuple": tuple}
-    env["_pairs"] = _pairs
-    env["_list"] = list
-    full: list[str] = []  # reads, by subscript (a missing field raises KeyError)
-    full_checks: list[str] = []  # then checks and conversions
-    partial: list[str] = []  # reads with get, defaults, checks and conversions
-    build: list[str] = []
-    default = ""
+    src = _DecoderSource(cls)
     for i, f in enumerate(dataclasses.fields(cls)):
         setter = _slot_setter(cls, f.name)
         if setter is None or not f.init:
             return None
-        env[f"_s{i}"] = setter
-        build.append(f"    _s{i}(o, v{i})")
-        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        if f.default_factory is not dataclasses.MISSING:
-            env[f"_d{i}"] = f.default_factory
-            default = f"_d{i}()"
-        elif has_default:
-            env[f"_d{i}"] = f.default
-            default = f"_d{i}"
-        if f.name not in checked:  # never read from the dict (the exception): always its default
-            if not has_default:
-                return None
-            full_checks.append(f"    v{i} = {default}")
-            partial.append(f"    v{i} = {default}")
-            continue
-        allowed = checked[f.name]
-        if f.name in _TUPLE_FIELDS or f.name == "errors":
-            if list not in allowed:
-                return None
-            check = f"type(v{i}) is _list"  # the careful path converts lists only
-            convert = (
-                [f"v{i} = _tuple(v{i})"]
-                if f.name in _TUPLE_FIELDS
-                else [
-                    f"v{i} = _pairs(v{i})",
-                    f"if v{i} is None:",
-                    "    return None",
-                ]
-            )
-        else:
-            tests = []
-            for k, t in enumerate(allowed):
-                if t is _NONE:
-                    tests.append(f"v{i} is None")
-                else:
-                    env[f"_t{i}_{k}"] = t
-                    tests.append(f"type(v{i}) is _t{i}_{k}")
-            check = " or ".join(tests)
-            convert = []
-        full.append(f"        v{i} = data[{f.name!r}]")
-        full_checks.append(f"    if not ({check}):")
-        full_checks.append("        return None")
-        full_checks.extend(f"    {line}" for line in convert)
-        partial.append(f"    v{i} = get({f.name!r}, _M)")
-        if has_default:
-            partial.append(f"    if v{i} is _M:")
-            partial.append(f"        v{i} = {default}")
-            partial.append(f"    elif not ({check}):")
-            partial.append("        return None")
-            if convert:
-                partial.append("    else:")
-                partial.extend(f"        {line}" for line in convert)
-        else:  # a missing required field reads as _M, which no check accepts
-            partial.append(f"    if not ({check}):")
-            partial.append("        return None")
-            partial.extend(f"    {line}" for line in convert)
+        src.env[f"_s{i}"] = setter
+        if not src.add(i, f, checked.get(f.name)):
+            return None
     name = cls.__name__
     body = [
         f"def decode_{name}_partial(data):",
         "    get = data.get",
-        *partial,
+        *src.partial,
         "    o = _new(_cls)",
-        *build,
+        *src.build,
         "    return o",
         f"def decode_{name}(data):",
         "    try:",
-        *full,
+        *src.full,
         "    except KeyError:",
         f"        return decode_{name}_partial(data)",
-        *full_checks,
+        *src.full_checks,
         "    o = _new(_cls)",
-        *build,
+        *src.build,
         "    return o",
         f"return decode_{name}",
     ]
+    env = src.env
     source = "def _factory(" + ", ".join(env) + "):\n" + "\n".join(f"    {line}" for line in body)
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<stroma.events decoder for {name}>", "exec"), namespace)
     decoder: _FastDecoder = namespace["_factory"](**env)
     return decoder
 
-
-for _cls in EVENT_TYPES.values():
-    _install_fast_init(_cls)
 
 _FAST_DECODERS: dict[str, _FastDecoder] = {
     kind: decoder for kind, cls in EVENT_TYPES.items() if (decoder := _compile_decoder(cls)) is not None
