@@ -426,23 +426,29 @@ class SpanRecorder:
         if node.rec:
             span.set_attributes({a.NODE_ATTEMPTS: e.attempts, a.NODE_OUTCOME: outcome})
             if outcome == "failed":
-                if e.error_type is not None:
-                    etype = e.error_type
-                elif node.error_type is not None:
-                    etype = node.error_type
-                elif node.denied:
-                    etype = _budget_error_type()
-                else:
-                    etype = a.ERROR_TYPE_OTHER
-                span.set_attribute(a.ERROR_TYPE, etype)
-                if e.parent is None:
-                    run.failed[e.node_id] = etype
-                if e.failure_class is not None:
-                    span.set_attribute(a.FAILURE_CLASS, e.failure_class)
-                span.set_status(Status(_ERROR))
+                self._node_failed(run, node, e)
         span.end(_ns(e.ts))
         if self._metrics is not None:
             self._metrics.node_finished(run.workflow, e.node_id, outcome, e.duration_ms / 1000.0, e.attempts)
+
+    @staticmethod
+    def _node_failed(run: _Run, node: _Node, e: ev.NodeFinished) -> None:
+        """Mark a node span failed: its error type (the event's, else its last attempt's), its
+        failure class, ERROR status; a top-level node's failure is remembered for the run."""
+        if e.error_type is not None:
+            etype = e.error_type
+        elif node.error_type is not None:
+            etype = node.error_type
+        elif node.denied:
+            etype = _budget_error_type()
+        else:
+            etype = a.ERROR_TYPE_OTHER
+        node.span.set_attribute(a.ERROR_TYPE, etype)
+        if e.parent is None:
+            run.failed[e.node_id] = etype
+        if e.failure_class is not None:
+            node.span.set_attribute(a.FAILURE_CLASS, e.failure_class)
+        node.span.set_status(Status(_ERROR))
 
     def _node_restored(self, e: ev.NodeRestored) -> None:
         run = self._runs.get(e.run_id)
