@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from pathlib import Path
 
 from rich.text import Text
@@ -59,7 +62,7 @@ async def test_run_screen_shows_header_nodes_and_attempts(fixtures: Path) -> Non
         header = shown(screen.query_one("#header", Static))
         assert "FAILED" in header
         assert "7 attempts" in header
-        assert "4 failures" in header
+        assert "(4 failed)" in header
         lines = visible_lines(screen.query_one("#rows", VirtualList))
         assert lines[0].startswith("▾ ✔ fetch")
         assert any("✖ #1" in line and "TimeoutError" in line for line in lines)
@@ -230,7 +233,8 @@ async def test_diff_screen_labels_jump_toggle_and_field_diff(fixtures: Path) -> 
         assert isinstance(screen, DiffScreen)
         strip = shown(screen.query_one("#delta", Static))
         assert "Δ status FAILED → RESUMED" in strip
-        assert "Δ failures −4" in strip
+        assert "Δ failed nodes −1" in strip
+        assert "Δ failed attempts −4" in strip
         lines = visible_lines(screen.query_one("#diff-rows", VirtualList))
         assert "restored from checkpoint" in lines[0]
         assert "≠ tag" in lines[2]
@@ -347,9 +351,12 @@ async def test_command_palette_offers_the_same_bindings(fixtures: Path) -> None:
 
 
 async def test_live_jsonl_is_followed(tmp_path: Path, failed_lines: list[str]) -> None:
-    """A .jsonl still being written shows a live banner and picks up appended events."""
+    """A .jsonl still being written (its writer, this process, is alive) shows a live banner and
+    picks up appended events."""
     live = tmp_path / "live.jsonl"
-    live.write_text("\n".join(failed_lines[:6]) + "\n", encoding="utf-8")
+    head = json.loads(failed_lines[0])
+    head["header"] |= {"writer_host": socket.gethostname(), "writer_pid": os.getpid()}
+    live.write_text("\n".join([json.dumps(head), *failed_lines[1:6]]) + "\n", encoding="utf-8")
     app = StromaViewApp([live])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
@@ -376,7 +383,8 @@ async def test_truncated_jsonl_shows_a_banner(fixtures: Path) -> None:
         banner = shown(screen.query_one("#banner", Static))
         assert "truncated" in banner
         assert "line 24" in banner
-        assert "TRUNCATED" in shown(screen.query_one("#header", Static))
+        assert "interrupted" in banner
+        assert "INTERRUPTED" in shown(screen.query_one("#header", Static))
 
 
 async def test_big_run_scrolls_and_renders_only_visible_rows(fixtures: Path) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from stroma import RunFileError
+from stroma.runfile import RunStream, peek_header
 from viewer.model import (
     DiffView,
-    JsonlFollower,
     Listing,
     RunIndex,
     ViewerInputError,
@@ -19,7 +20,6 @@ from viewer.model import (
     diff_report,
     load,
     parse_query,
-    peek_header,
     scan_folder,
     summary_report,
 )
@@ -250,9 +250,10 @@ def test_summary_report_formats_agree(fixtures: Path) -> None:
     text = summary_report(index, "text")
     md = summary_report(index, "markdown")
     data = json.loads(summary_report(index, "json"))
-    assert "FAILED · 5 nodes · 7 attempts · 4 failures" in text
-    assert "| ✖ | `classify` |" in md
-    assert (data["status"], data["attempts"], data["failures"], data["bad"]) == ("FAILED", 7, 4, True)
+    assert "FAILED · 5 nodes · 7 attempts (4 failed) · 1 failed node" in text
+    assert "| ✖ | `classify` | failed |" in md
+    counts = (data["status"], data["attempts"], data["failed_attempts"], data["failed_nodes"], data["bad"])
+    assert counts == ("FAILED", 7, 4, 1, True)
 
 
 def test_diff_report_json_is_the_comparison(fixtures: Path) -> None:
@@ -269,9 +270,11 @@ def test_truncated_jsonl_loads_its_valid_prefix(fixtures: Path) -> None:
     loaded = load(fixtures / "truncated.jsonl")
     assert loaded.record.truncated
     assert loaded.record.truncated_at_line == 24
-    assert loaded.can_follow
+    assert loaded.record.interrupted  # written long ago by a writer that left no pid: gone
+    assert not loaded.can_follow
     index = RunIndex(loaded.record)
-    assert index.by_id["tag"].status == "running"
+    assert index.by_id["tag"].status == "interrupted"
+    assert index.state == "INTERRUPTED"
 
 
 def test_follower_reads_appended_lines_and_waits_for_complete_ones(
@@ -283,7 +286,7 @@ def test_follower_reads_appended_lines_and_waits_for_complete_ones(
     live.write_text("\n".join(lines[:6]) + "\n", encoding="utf-8")
     loaded = load(live)
     index = RunIndex(loaded.record)
-    follower = JsonlFollower.after(loaded)
+    follower = loaded.stream
     assert follower.poll() == []
     with live.open("a", encoding="utf-8") as fh:
         fh.write(lines[6] + "\n" + lines[7][:10])
@@ -300,7 +303,7 @@ def test_follower_reads_appended_lines_and_waits_for_complete_ones(
 def test_peek_reads_the_header_without_the_events(fixtures: Path) -> None:
     """The header peek gets run id, status and totals from the first bytes (and last line)."""
     peek = peek_header(fixtures / "failed.json")
-    assert (peek.run_id, peek.status, peek.error) == ("doc-run-42", "FAILED", None)
+    assert (peek.run_id, peek.status, peek.stroma_version) == ("doc-run-42", "FAILED", "0.4.0.dev0")
     assert peek_header(fixtures / "truncated.jsonl").status is None
 
 
@@ -353,20 +356,17 @@ def test_bad_input_is_one_paragraph_naming_file_and_line(
 @pytest.mark.parametrize("name", ["failed.json", "parallel.json", "big.json"])
 def test_streamed_events_equal_the_loaders(fixtures: Path, tmp_path: Path, name: str) -> None:
     """Streaming a run (.json, and the same run as .jsonl) yields exactly load_run's events."""
-    from viewer.model.loading import record_from_stream, stream_events
-
     expected = load(fixtures / name).record
     jsonl = tmp_path / (Path(name).stem + ".jsonl")
     lines = [json.dumps({"format": "stroma.run", "version": 1, "header": expected.header.to_dict()})]
     doc = json.loads((fixtures / name).read_text(encoding="utf-8"))
     jsonl.write_text("\n".join(lines + [json.dumps(e) for e in doc["events"]]) + "\n")
     for path in (fixtures / name, jsonl):
-        batches = list(stream_events(path, batch_size=500))
-        events = [e for b in batches for e in b]
+        stream = RunStream(path, batch_size=500)
+        events = [e for b in stream.batches() for e in b]
         assert events == expected.events
-        streamed = record_from_stream(path, events).record
-        assert streamed.header.status == expected.header.status
-        assert streamed.header.run_id == expected.header.run_id
+        assert stream.record is not None
+        assert stream.record.header == expected.header
 
 
 @pytest.mark.parametrize(
@@ -375,38 +375,32 @@ def test_streamed_events_equal_the_loaders(fixtures: Path, tmp_path: Path, name:
         '{"format": "stroma.run", "version": 1, "header": {"run_id": "x"}, "events": [{"type": 1}]}',
         '{"format": "stroma.run", "version": 9, "header": {"run_id": "x"}, "events": []}',
         '{"format": "other", "version": 1, "header": {"run_id": "x"}, "events": []}',
-        "[]",
     ],
 )
 def test_stream_falls_back_to_the_loader_on_anything_unusual(tmp_path: Path, content: str) -> None:
-    """Bad or unusual files make the fast stream give up, so the loader's message is used."""
-    from viewer.model.loading import StreamFallback, stream_events
-
+    """Bad or unusual files make the stream use the loader, so its message (and rules) are used."""
     path = tmp_path / "odd.json"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(StreamFallback):
-        list(stream_events(path))
+    with pytest.raises(RunFileError) as info:
+        list(RunStream(path).batches())
+    assert str(info.value).startswith(str(path))
 
 
 def test_stream_leaves_a_truncated_jsonl_to_the_loader(fixtures: Path) -> None:
-    """A .jsonl without its final newline (killed mid-line) is not streamed."""
-    from viewer.model.loading import StreamFallback, stream_events
+    """A .jsonl without its final newline (killed mid-line) is read by the loader, marked truncated."""
+    stream = RunStream(fixtures / "truncated.jsonl")
+    events = [e for b in stream.batches() for e in b]
+    assert stream.record is not None
+    assert stream.record.truncated
+    assert stream.record.events == events
 
-    with pytest.raises(StreamFallback):
-        list(stream_events(fixtures / "truncated.jsonl"))
 
-
-def test_peek_and_stream_handle_a_header_bigger_than_the_first_read(
-    fixtures: Path, tmp_path: Path
-) -> None:
+def test_peek_and_stream_handle_a_header_bigger_than_the_first_read(fixtures: Path, tmp_path: Path) -> None:
     """A header listing 20k pipeline nodes (far over 64 KiB) is still peeked and streamed."""
-    from viewer.model.loading import stream_events
-
     doc = json.loads((fixtures / "failed.json").read_text(encoding="utf-8"))
     doc["header"]["pipeline"] = [f"node_{i:06d}" for i in range(20_000)]
     path = tmp_path / "wide.json"
     path.write_text(json.dumps(doc), encoding="utf-8")
     peek = peek_header(path)
-    assert peek.error is None
     assert (peek.run_id, peek.status, len(peek.pipeline)) == ("doc-run-42", "FAILED", 20_000)
-    assert sum(len(b) for b in stream_events(path)) == len(doc["events"])
+    assert sum(len(b) for b in RunStream(path).batches()) == len(doc["events"])

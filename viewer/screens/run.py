@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -17,27 +18,26 @@ from textual.widgets import Footer, Input
 
 from stroma import RunRecord
 from stroma import events as ev
+from stroma.runfile import RunStream
+from viewer.messages import GoBack, OpenCost, OpenDiff
 from viewer.model.detail import fmt_cost, fmt_ms, fmt_tokens, record_json, tab_text
 from viewer.model.index import RunIndex
 from viewer.model.listing import Listing, Row
 from viewer.model.loading import (
-    JsonlFollower,
     LoadedRun,
-    StreamFallback,
+    RunCache,
     ViewerInputError,
     collector_paused,
-    peek_header,
-    record_from_stream,
-    stream_events,
+    loaded,
+    peek,
+    read,
 )
+from viewer.model.report import node_line, state_line
 from viewer.widgets.banner import Banner
 from viewer.widgets.detail_tabs import DetailTabs
 from viewer.widgets.run_header import RunHeaderBar
 from viewer.widgets.search_bar import SearchBar
 from viewer.widgets.virtual_list import VirtualList
-
-if TYPE_CHECKING:
-    from viewer.app import StromaViewApp
 
 __all__ = ["RunScreen", "render_row"]
 
@@ -47,7 +47,8 @@ _STATUS_STYLE = {
     "failed": "bold red",
     "restored": "cyan",
     "running": "yellow",
-    "cancelled": "dim",
+    "cancelled": "magenta",
+    "interrupted": "bold magenta",
     "not_reached": "dim",
 }
 
@@ -68,11 +69,9 @@ def render_row(row: Row, collapsed: bool) -> Text:
         if node.status == "not_reached":
             text.append(" not reached", "dim")
             return text
-        n = len(node.attempts)
-        text.append(
-            f" {n:>2} att {fmt_ms(node.duration_ms):>9} {fmt_tokens(node.tokens):>7} tok "
-            f"{fmt_cost(node.cost_usd):>8}"
-        )
+        if node.cut_off:
+            text.append(f" {node.status} after {fmt_ms(node.wall_ms)}", "bold magenta")
+        text.append(" " + node_line(node))
         if node.failure_class and node.has_failures:
             text.append(f" {node.failure_class}", _CLASS_STYLE.get(node.failure_class, ""))
         return text
@@ -97,7 +96,8 @@ class RunScreen(Screen[None]):
         Binding("slash", "search", "Search"),
         Binding("n", "next_match", "Next match"),
         Binding("N", "prev_match", "Prev match"),
-        Binding("escape", "clear_search", "Clear search", show=False),
+        Binding("escape", "escape", "Back / clear search", show=False),
+        Binding("backspace", "back", "Back"),
         Binding("f", "failures_only", "Failures only"),
         Binding("c", "cycle_class", "Class filter"),
         Binding("e", "next_failure", "Next failure"),
@@ -134,25 +134,21 @@ class RunScreen(Screen[None]):
     }
     """
 
-    def __init__(self, path: Path, *, exit_on_error: bool = True) -> None:
+    def __init__(
+        self, path: Path, runs: RunCache, *, exit_on_error: bool = True, node_id: str | None = None
+    ) -> None:
         super().__init__()
         self.path = path
+        self.runs = runs
         self.exit_on_error = exit_on_error
+        self.node_id = node_id
         self.loaded: LoadedRun | None = None
         self.index: RunIndex | None = None
         self.listing: Listing | None = None
-        self.follower: JsonlFollower | None = None
+        self.follower: RunStream | None = None
         self._follow_timer: Timer | None = None
         self.error: str | None = None
         self.streaming = False
-
-    @property
-    def view_app(self) -> StromaViewApp:
-        """The app, typed."""
-        from viewer.app import StromaViewApp  # noqa: PLC0415 - the app imports this module
-
-        assert isinstance(self.app, StromaViewApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         """Header, banner, filter line, list | detail, search box, footer."""
@@ -170,8 +166,9 @@ class RunScreen(Screen[None]):
 
     def on_mount(self) -> None:
         """Show the peeked header at once; parse the events in a worker."""
-        self.query_one(RunHeaderBar).show_peek(peek_header(self.path))
-        cached = self.view_app.runs.cached(self.path)
+        with contextlib.suppress(ViewerInputError):  # the load says what is wrong
+            self.query_one(RunHeaderBar).show_peek(peek(self.path), self.path.name)
+        cached = self.runs.cached(self.path)
         if cached is not None:
             self._show(cached)
         else:
@@ -187,29 +184,25 @@ class RunScreen(Screen[None]):
 
     def _stream_run(self) -> None:
         # Stream the events in batches: the list is browsable while a big file still loads.
-        # Anything unusual falls back to the full loader, whose errors name file and line.
-        events: list[ev.LifecycleEvent] = []
+        stream = RunStream(self.path)
+        total = 0
         try:
-            for batch in stream_events(self.path):
-                events.extend(batch)
-                self.app.call_from_thread(self._show_partial, batch, len(events))
-            loaded = record_from_stream(self.path, events)
-            self.view_app.runs.put(loaded)
-        except StreamFallback:
-            try:
-                loaded = self.view_app.runs.get(self.path)
-            except ViewerInputError as exc:
-                self.app.call_from_thread(self._failed, str(exc))
-                return
-            self.app.call_from_thread(self._show, loaded)
+            for batch in read(stream):
+                total += len(batch)
+                self.app.call_from_thread(self._show_partial, batch, total)
+        except ViewerInputError as exc:
+            self.app.call_from_thread(self._failed, str(exc))
             return
-        self.app.call_from_thread(self._streamed, loaded)
+        run = loaded(stream)
+        self.runs.put(run)
+        self.app.call_from_thread(self._streamed, run)
 
     def _show_partial(self, batch: list[ev.LifecycleEvent], total: int) -> None:
         """Index a batch of streamed events and redraw (the cursor stays where it is)."""
         self.streaming = True
         if self.index is None:
-            partial = RunRecord.from_events(list(batch), run_id=self.path.stem, path=str(self.path))
+            # No path: whether its writer is gone is decided once the whole file is in.
+            partial = RunRecord.from_events(list(batch), run_id=self.path.stem)
             self.index = RunIndex(partial)
             self.listing = Listing(self.index)
             self._refresh_all(cursor=0)
@@ -230,8 +223,10 @@ class RunScreen(Screen[None]):
         self.loaded = loaded
         self.index.record = loaded.record
         self.index.events = loaded.record.events
+        if loaded.record.interrupted:
+            self.index.interrupt()
         self._after_load(loaded)
-        self._refresh_all()
+        self._refresh_all(cursor=self._start_cursor())
 
     def _failed(self, message: str) -> None:
         self.error = message
@@ -247,26 +242,30 @@ class RunScreen(Screen[None]):
         self.streaming = False
         self.query_one("#banner", Banner).say("")
         self._after_load(loaded)
-        self._refresh_all(cursor=0)
+        self._refresh_all(cursor=self._start_cursor())
+
+    def _start_cursor(self) -> int:
+        """The row of the node this screen was opened at (the first row otherwise)."""
+        if self.listing is None or self.node_id is None:
+            return 0
+        return self.listing.position_of(self.node_id) or 0
 
     def _after_load(self, loaded: LoadedRun) -> None:
         # The run's objects live as long as the screen: keep the collector from walking them on
         # every full collection (a 100k-attempt run otherwise stalls scrolling for ~0.2 s).
         gc.freeze()
-        record = loaded.record
-        if record.truncated:
-            self.query_one("#banner", Banner).say(
-                f"truncated: {loaded.path.name} ends mid-line at line {record.truncated_at_line} "
-                "(the run was killed while writing); showing the valid prefix",
-                "warning",
-            )
         if loaded.can_follow:
-            self.follower = JsonlFollower.after(loaded)
+            self.follower = loaded.stream
             self._follow_timer = self.set_interval(0.5, self.poll_follow)
-            if not record.truncated:
-                self.query_one("#banner", Banner).say(
-                    f"live: following {loaded.path.name} for new events", "info"
-                )
+        self._say_state()
+
+    def _say_state(self) -> None:
+        """The banner: live (since when), interrupted (what was cut off), or truncated."""
+        if self.index is None:
+            return
+        line = state_line(self.index)
+        style = "warning" if self.index.interrupted or self.index.record.truncated else "info"
+        self.query_one("#banner", Banner).say(line, style)
 
     def poll_follow(self) -> int:
         """Read events appended to a live ``.jsonl``; returns how many arrived."""
@@ -274,18 +273,27 @@ class RunScreen(Screen[None]):
             return 0
         new = self.follower.poll()
         if not new:
+            if self.index.record.interrupted:  # the writer went away: stop following
+                self.index.interrupt()
+                self._stop_following()
+                self.listing.refresh()
+                self._refresh_all(cursor=self.query_one("#rows", VirtualList).cursor)
+            self._say_state()
             return 0
         rows = self.query_one("#rows", VirtualList)
         keep = rows.cursor
         self.index.append(new)
         self.listing.refresh()
         if self.index.finished is not None:
-            if self._follow_timer is not None:
-                self._follow_timer.stop()
-            self.follower = None
-            self.query_one("#banner", Banner).say("")
+            self._stop_following()
+        self._say_state()
         self._refresh_all(cursor=keep)
         return len(new)
+
+    def _stop_following(self) -> None:
+        if self._follow_timer is not None:
+            self._follow_timer.stop()
+        self.follower = None
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -393,6 +401,17 @@ class RunScreen(Screen[None]):
             cursor = self.query_one("#rows", VirtualList).cursor
             self._move(self.listing.next_match(cursor, backwards=True))
 
+    def action_escape(self) -> None:
+        """Clear the search when there is one, else go back."""
+        if self.listing is not None and not self.listing.query.empty:
+            self.action_clear_search()
+        else:
+            self.action_back()
+
+    def action_back(self) -> None:
+        """Back to the screen this run was opened from."""
+        self.post_message(GoBack())
+
     def action_clear_search(self) -> None:
         """Close the search box and forget the search."""
         bar = self.query_one(SearchBar)
@@ -454,12 +473,12 @@ class RunScreen(Screen[None]):
 
     def action_diff(self) -> None:
         """Open the diff of the two runs (when two runs are loaded)."""
-        self.view_app.open_diff()
+        self.post_message(OpenDiff())
 
     def action_cost(self) -> None:
         """Open the cost screen of this run."""
         if self.index is not None:
-            self.view_app.open_cost(self.index, self.path.name)
+            self.post_message(OpenCost(self.index, self.path.name))
 
     def action_copy(self) -> None:
         """Copy the selected record (its events) as JSON."""

@@ -4,7 +4,7 @@ right under the run it resumed."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -12,31 +12,32 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from viewer.messages import OpenDiff, OpenRun
 from viewer.model.detail import fmt_cost, fmt_ms, fmt_ts
 from viewer.model.folder import RunEntry, scan_folder
 from viewer.widgets.run_header import status_style
 from viewer.widgets.virtual_list import VirtualList
-
-if TYPE_CHECKING:
-    from viewer.app import StromaViewApp
 
 __all__ = ["RunsScreen", "render_entry"]
 
 
 def render_entry(entry: RunEntry, marked: bool) -> Text:
     """One run of the folder."""
-    p = entry.peek
+    h = entry.header
     text = Text("● " if marked else "  ", "bold yellow")
     text.append("  ↳ " if entry.resumes else "")
-    text.append(f"{p.path.name:<26}", "bold")
-    if p.error:
-        text.append(f" {p.error}", "red")
+    text.append(f"{entry.path.name:<26}", "bold")
+    if h is None:
+        text.append(f" {entry.error}", "red")
         return text
-    text.append(f" {p.status or 'unfinished':<10}", status_style(p.status))
-    text.append(f" {fmt_ts(p.started_at)}  {fmt_ms(p.duration_ms):>9}  {fmt_cost(p.total_cost_usd):>8}")
-    text.append(f"  {p.run_id}", "dim")
+    state = entry.state
+    text.append(f" {state:<11}", status_style(state))
+    text.append(f" {fmt_ts(h.started_at)}  {fmt_ms(h.duration_ms):>9}  {fmt_cost(h.cost_usd):>8} this run")
+    text.append(f"  {h.run_id}", "dim")
     if entry.resumes:
         text.append(f"  resumes {entry.resumes.name}", "cyan")
+    if entry.copies:
+        text.append(f"  (+{len(entry.copies)} copy: {', '.join(c.name for c in entry.copies)})", "dim")
     return text
 
 
@@ -63,14 +64,6 @@ class RunsScreen(Screen[None]):
         self.folder = folder
         self.entries: list[RunEntry] = []
         self.marked: list[Path] = []
-
-    @property
-    def view_app(self) -> StromaViewApp:
-        """The app, typed."""
-        from viewer.app import StromaViewApp  # noqa: PLC0415 - the app imports this module
-
-        assert isinstance(self.app, StromaViewApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         """Title, run list, footer."""
@@ -110,7 +103,7 @@ class RunsScreen(Screen[None]):
         """Open the selected run."""
         entry = self.selected
         if entry is not None:
-            self.view_app.open_run(entry.path, exit_on_error=False)
+            self.post_message(OpenRun(entry.path, exit_on_error=False))
 
     def action_mark(self) -> None:
         """Mark (or unmark) the selected run; two marked runs can be diffed."""
@@ -132,6 +125,4 @@ class RunsScreen(Screen[None]):
         if len(pair) != 2:
             self.notify("mark two runs with space first", severity="warning")
             return
-        order = {e.path: i for i, e in enumerate(self.entries)}
-        a, b = sorted(pair, key=lambda p: order.get(p, 0))
-        self.view_app.open_diff(a, b)
+        self.post_message(OpenDiff(pair[0], pair[1]))  # the diff orders them by start time
