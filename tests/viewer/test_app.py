@@ -12,6 +12,7 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 
 from viewer.app import StromaViewApp, binding_help
+from viewer.model.index import RunIndex
 from viewer.screens.cost import CostScreen
 from viewer.screens.diff import DiffScreen
 from viewer.screens.help import HelpScreen
@@ -426,3 +427,66 @@ async def test_q_quits(fixtures: Path) -> None:
         await pilot.press("q")
         await pilot.pause()
         assert not app.is_running
+
+
+async def test_every_screen_and_the_headless_output_show_the_summarys_numbers(fixtures: Path) -> None:
+    """Run, Diff, Cost and Runs screens and --summary / --diff show each node's wall time, tokens and
+    cost exactly as the one node summary (stroma.summary) defines them."""
+    from stroma import compare_runs, load_run
+    from viewer.model.detail import fmt_cost, node_figures
+    from viewer.model.report import diff_report, node_line, summary_report
+
+    failed, resumed = load_run(fixtures / "failed.json"), load_run(fixtures / "resumed.json")
+    summaries = {"failed.json": failed.summary(), "resumed.json": resumed.summary()}
+    b = summaries["resumed.json"]
+    app = StromaViewApp([fixtures / "failed.json", fixtures / "resumed.json"])
+    async with app.run_test(size=(200, 50)) as pilot:
+        await ready(pilot)
+        diff = app.screen
+        assert isinstance(diff, DiffScreen)
+        rows = diff.query_one("#diff-rows", VirtualList)
+        for i, row in enumerate(diff.view.rows if diff.view else []):
+            rows.cursor = i
+            await pilot.pause()
+            body = shown(diff.query_one("#field-diff", Static))
+            for side, name in (("a", "failed.json"), ("b", "resumed.json")):
+                node = summaries[name].by_id[row.node_id]
+                assert f"{side}: " in body
+                assert "  ".join(node_figures(node)) in body, (row.node_id, side, body)
+        await pilot.press("dollar_sign")
+        await pilot.pause()
+        cost = app.screen
+        assert isinstance(cost, CostScreen)
+        ranking = visible_lines(cost.query_one("#cost-nodes", VirtualList))
+        for node in b.nodes:
+            if node.attempts:
+                line = next(x for x in ranking if f" {node.node_id} " in x)
+                assert fmt_cost(node.cost_usd) in line
+        await pilot.press("escape", "escape")
+        await pilot.pause()
+        run = app.screen
+        assert isinstance(run, RunScreen)
+        lines = visible_lines(run.query_one("#rows", VirtualList))
+        for node in b.nodes:
+            line = next(x for x in lines if f" {node.node_id} " in x)
+            if node.status != "restored":
+                attempts, wall, _, tokens, cost_text = node_figures(node)
+                assert all(part in line for part in (attempts, wall, tokens, cost_text)), line
+    text = summary_report(RunIndex(resumed), "text")
+    data = json.loads(summary_report(RunIndex(resumed), "json"))
+    for node, entry in zip(b.ordered(), data["node_list"], strict=True):
+        assert node_line(node) in text
+        assert (entry["wall_ms"], entry["attempt_ms"], entry["tokens"], entry["cost_usd"]) == (
+            node.wall_ms,
+            node.attempt_ms,
+            node.tokens,
+            node.cost_usd,
+        )
+    compared = json.loads(diff_report(compare_runs(failed, resumed), "json"))
+    for entry in compared["nodes"]:
+        node = b.by_id[entry["node_id"]]
+        assert (entry["b"]["wall_ms"], entry["b"]["tokens"], entry["b"]["cost_usd"]) == (
+            node.wall_ms,
+            node.tokens,
+            node.cost_usd,
+        )

@@ -24,7 +24,9 @@ __all__ = [
     "fmt_tokens",
     "fmt_ts",
     "input_text",
+    "node_figures",
     "output_text",
+    "plural",
     "record_json",
     "tab_text",
 ]
@@ -56,6 +58,23 @@ def fmt_ts(ts: float | None) -> str:
     if ts is None:
         return "–"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def plural(count: int, word: str) -> str:
+    """``1 attempt`` / ``2 attempts`` (the count formatted with separators)."""
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
+
+
+def node_figures(n: Node) -> tuple[str, str, str, str, str]:
+    """A node's figures, worded as every screen and the headless output show them: attempts, wall
+    time (backoff included), the attempts' own time, this run's tokens and cost."""
+    return (
+        plural(len(n.attempts), "attempt"),
+        f"wall {fmt_ms(n.wall_ms)}",
+        f"attempts {fmt_ms(n.attempt_ms)}",
+        f"{fmt_tokens(n.tokens)} tok",
+        fmt_cost(n.cost_usd),
+    )
 
 
 def _dump(value: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from stroma import NodeChange, NodeComparison, RunComparison, RunRecord, compare_runs
 from stroma.compare import FieldChange
 from stroma.summary import NodeSummary
-from viewer.model.detail import fmt_cost, fmt_ms, fmt_ts
+from viewer.model.detail import fmt_cost, fmt_ms, fmt_ts, node_figures
 
 __all__ = ["CHANGE_ICONS", "DiffView", "delta_parts", "field_lines", "order_line"]
 
@@ -119,14 +119,10 @@ class DiffView:
 
 
 def _side_line(label: str, side: NodeSummary) -> str:
-    """One run's view of a node: status, attempts, failed attempts, wall and attempts' time,
-    tokens, cost, last error."""
-    return (
-        f"  {label}: {side.status.replace('_', ' '):<11} attempts {len(side.attempts)}  "
-        f"failed {side.failures}  "
-        f"wall {fmt_ms(side.wall_ms)}  attempts {fmt_ms(side.attempt_ms)}  {side.tokens:,} tok  "
-        f"{fmt_cost(side.cost_usd)}"
-        + (f"  [{side.failure_class}] {side.error_type}" if side.failures else "")
+    """One run's view of a node: status, then its figures as every screen words them, last error."""
+    figures = "  ".join(node_figures(side))
+    return f"  {label}: {side.status.replace('_', ' '):<11} {figures}  failed {side.failures}" + (
+        f"  [{side.failure_class}] {side.error_type}" if side.failures else ""
     )
 
 

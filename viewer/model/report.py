@@ -13,7 +13,7 @@ from typing import Any
 
 from stroma import RunComparison
 from viewer.model.cost import cost_report
-from viewer.model.detail import fmt_cost, fmt_ms, fmt_tokens, fmt_ts
+from viewer.model.detail import fmt_cost, fmt_ms, fmt_tokens, fmt_ts, node_figures, plural
 from viewer.model.diff import CHANGE_ICONS, delta_parts, order_line
 from viewer.model.index import Node, RunIndex
 
@@ -23,7 +23,6 @@ __all__ = [
     "header_line",
     "label",
     "node_line",
-    "plural",
     "run_is_bad",
     "spend_text",
     "state_line",
@@ -38,11 +37,6 @@ def label(status: str) -> str:
 
 FORMATS = ("text", "markdown", "json")
 _GOOD = ("COMPLETED", "RESUMED")
-
-
-def plural(count: int, word: str) -> str:
-    """``1 attempt`` / ``2 attempts`` (the count formatted with separators)."""
-    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
 
 
 def run_is_bad(index: RunIndex) -> bool:
@@ -146,11 +140,9 @@ def _summary_dict(index: RunIndex) -> dict[str, Any]:
 
 
 def node_line(n: Node) -> str:
-    """One node's figures, as every screen and the headless summary show them."""
-    return (
-        f"{plural(len(n.attempts), 'attempt'):>11}  {n.failures:>2} failed  wall {fmt_ms(n.wall_ms):>9}  "
-        f"attempts {fmt_ms(n.attempt_ms):>9}  {fmt_tokens(n.tokens):>7} tok  {fmt_cost(n.cost_usd):>8}"
-    )
+    """One node's figures on one line (the headless summary, the diff's detail)."""
+    attempts, wall, own, tokens, cost = node_figures(n)
+    return f"{attempts:>11}  {n.failures:>2} failed  {wall:>14}  {own:>18}  {tokens:>11}  {cost:>8}"
 
 
 def summary_report(index: RunIndex, fmt: str = "text", max_failures: int = 20) -> str:

@@ -14,9 +14,9 @@ from textual.widgets import Footer, Static
 
 from viewer.messages import GoBack
 from viewer.model.cost import BudgetDecision, CostReport, NodeCost, cost_report
-from viewer.model.detail import fmt_cost, fmt_tokens
+from viewer.model.detail import fmt_cost, fmt_tokens, plural
 from viewer.model.index import RunIndex
-from viewer.model.report import plural, spend_text
+from viewer.model.report import spend_text
 from viewer.widgets.virtual_list import VirtualList
 
 __all__ = ["CostScreen", "render_cost_row", "render_decision_row"]

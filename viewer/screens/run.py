@@ -20,7 +20,7 @@ from stroma import RunRecord
 from stroma import events as ev
 from stroma.runfile import RunStream
 from viewer.messages import GoBack, OpenCost, OpenDiff
-from viewer.model.detail import fmt_cost, fmt_ms, fmt_tokens, record_json, tab_text
+from viewer.model.detail import fmt_cost, fmt_ms, fmt_tokens, node_figures, record_json, tab_text
 from viewer.model.index import RunIndex
 from viewer.model.listing import Listing, Row
 from viewer.model.loading import (
@@ -32,7 +32,7 @@ from viewer.model.loading import (
     peek,
     read,
 )
-from viewer.model.report import node_line, state_line
+from viewer.model.report import state_line
 from viewer.widgets.banner import Banner
 from viewer.widgets.detail_tabs import DetailTabs
 from viewer.widgets.run_header import RunHeaderBar
@@ -71,7 +71,8 @@ def render_row(row: Row, collapsed: bool) -> Text:
             return text
         if node.cut_off:
             text.append(f" {node.status} after {fmt_ms(node.wall_ms)}", "bold magenta")
-        text.append(" " + node_line(node))
+        attempts, wall, _, tokens, cost = node_figures(node)
+        text.append(f" {attempts:>11} {wall:>14} {tokens:>11} {cost:>8}")
         if node.failure_class and node.has_failures:
             text.append(f" {node.failure_class}", _CLASS_STYLE.get(node.failure_class, ""))
         return text

@@ -7,10 +7,10 @@ from rich.text import Text
 from textual.widgets import Static
 
 from stroma.runfile import RunHeader
-from viewer.model.detail import fmt_ms
+from viewer.model.detail import fmt_ms, plural
 from viewer.model.folder import run_state
 from viewer.model.index import RunIndex
-from viewer.model.report import header_line, plural, spend_text
+from viewer.model.report import header_line, spend_text
 
 __all__ = ["RunHeaderBar", "status_style"]
 
