@@ -29,15 +29,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from stroma import events as ev
+from stroma._trace_model import RunStatus, TraceEvent
 from stroma.errors import RunFileError
 from stroma.failures import FailureClass
 from stroma.summary import RunSummary
-from stroma.trace import ExecutionResult, ExecutionTrace, RunStatus, TraceEvent
+
+if TYPE_CHECKING:
+    from stroma.trace import ExecutionResult
 
 __all__ = [
     "FORMAT",
@@ -281,10 +284,6 @@ class RunRecord:
     def attempts(self) -> list[TraceEvent]:
         """The peer-compatible attempt list."""
         return _attempts(self.events)
-
-    def to_trace(self) -> ExecutionTrace:
-        """An ExecutionTrace equivalent to the one the run produced."""
-        return ExecutionTrace(self.attempts(), list(self.events))
 
     @classmethod
     def from_events(

@@ -404,3 +404,32 @@ def test_peek_and_stream_handle_a_header_bigger_than_the_first_read(fixtures: Pa
     peek = peek_header(path)
     assert (peek.run_id, peek.status, len(peek.pipeline)) == ("doc-run-42", "FAILED", 20_000)
     assert sum(len(b) for b in RunStream(path).batches()) == len(doc["events"])
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Modules a file imports at run time (anywhere in it, except under ``if TYPE_CHECKING``)."""
+    import ast
+
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def test_no_import_cycles_between_runfile_and_trace_or_screens_and_app() -> None:
+    """stroma.runfile never imports stroma.trace, and no screen or widget imports viewer.app."""
+    root = Path(__file__).parents[2]
+    assert not {m for m in _runtime_imports(root / "stroma" / "runfile.py") if m.startswith("stroma.trace")}
+    for path in [*(root / "viewer" / "screens").glob("*.py"), *(root / "viewer" / "widgets").glob("*.py")]:
+        assert "viewer.app" not in _runtime_imports(path), path
