@@ -78,6 +78,11 @@ class AttemptSummary:
         return self.outcome == "failed"
 
     @property
+    def cut_off(self) -> bool:
+        """True when the run stopped while the attempt ran (cancelled or interrupted)."""
+        return self.outcome in CUT_OFF
+
+    @property
     def icon(self) -> str:
         """✔ ✖ … ⊘ or ↯ for the attempt's outcome."""
         return ICONS.get(self.outcome, "?")

@@ -490,3 +490,61 @@ async def test_every_screen_and_the_headless_output_show_the_summarys_numbers(fi
             node.tokens,
             node.cost_usd,
         )
+
+
+async def test_esc_and_backspace_go_back_from_a_run_opened_in_folder_mode(
+    fixtures: Path, tmp_path: Path
+) -> None:
+    """Enter opens a run from the folder, Esc and Backspace come back, a bad file too; q quits."""
+    (tmp_path / "a.json").write_bytes((fixtures / "failed.json").read_bytes())
+    (tmp_path / "b.json").write_text("{not json", encoding="utf-8")
+    app = StromaViewApp([tmp_path])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        runs = app.screen
+        assert isinstance(runs, RunsScreen)
+        for back in ("escape", "backspace"):
+            await pilot.press("g", "enter")
+            await ready(pilot)
+            assert isinstance(app.screen, RunScreen)
+            await pilot.press(back)
+            await pilot.pause()
+            assert app.screen is runs
+        await pilot.press("G", "enter")  # the bad file: its error, then back
+        await ready(pilot)
+        assert isinstance(app.screen, RunScreen)
+        assert "not valid JSON" in shown(app.screen.query_one("#banner", Static))
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is runs
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code in (0, None)
+
+
+async def test_an_empty_folder_says_so(tmp_path: Path) -> None:
+    """A folder without run files shows how to get some, not a blank screen."""
+    app = StromaViewApp([tmp_path])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert "no run files here" in visible_lines(app.screen.query_one("#runs", VirtualList))[0]
+
+
+async def test_the_footer_never_cuts_quit_and_help(fixtures: Path) -> None:
+    """At 80 and 160 columns, every screen's footer shows q and ? inside the screen."""
+    from textual.widgets import Footer
+
+    for width in (80, 160):
+        app = StromaViewApp([fixtures / "failed.json", fixtures / "resumed.json"])
+        async with app.run_test(size=(width, 24)) as pilot:
+            await ready(pilot)
+            for key in ("", "dollar_sign", "escape"):  # Diff, Cost, back to Diff... then Run
+                if key:
+                    await pilot.press(key)
+                    await ready(pilot)
+                keys = {str(k.key): k.region for k in app.screen.query_one(Footer).query("FooterKey")}
+                for needed in ("q", "question_mark"):
+                    assert needed in keys, (width, type(app.screen).__name__, list(keys))
+                    region = keys[needed]
+                    assert region.width > 0, (width, needed)
+                    assert region.right <= width, (width, needed, region)

@@ -433,3 +433,55 @@ def test_no_import_cycles_between_runfile_and_trace_or_screens_and_app() -> None
     assert not {m for m in _runtime_imports(root / "stroma" / "runfile.py") if m.startswith("stroma.trace")}
     for path in [*(root / "viewer" / "screens").glob("*.py"), *(root / "viewer" / "widgets").glob("*.py")]:
         assert "viewer.app" not in _runtime_imports(path), path
+
+
+def _as_jsonl(record_path: Path, out: Path) -> None:
+    """Write the run at ``record_path`` as the .jsonl a trace dir would have written."""
+    doc = json.loads(record_path.read_text(encoding="utf-8"))
+    lines = [json.dumps({k: doc[k] for k in ("format", "version", "header")})]
+    out.write_text("\n".join(lines + [json.dumps(e) for e in doc["events"]]) + "\n", encoding="utf-8")
+
+
+def test_folder_lists_one_row_per_run_and_lineage_from_run_ids(fixtures: Path, tmp_path: Path) -> None:
+    """A run's .json and .jsonl copies make one row (the .json shown); names do not make lineage."""
+    (tmp_path / "zzz-first.json").write_bytes((fixtures / "resumed.json").read_bytes())
+    _as_jsonl(fixtures / "resumed.json", tmp_path / "aaa-copy.jsonl")
+    (tmp_path / "resumed-later.json").write_bytes((fixtures / "failed.json").read_bytes())
+    entries = scan_folder(tmp_path)
+    assert [e.path.name for e in entries] == ["resumed-later.json", "zzz-first.json"]
+    assert entries[1].copies == (tmp_path / "aaa-copy.jsonl",)
+    assert entries[1].resumes == tmp_path / "resumed-later.json"  # it started later, same run id
+    assert [e.state for e in entries] == ["FAILED", "RESUMED"]
+
+
+def test_interrupted_nodes_count_under_failures_only(fixtures: Path) -> None:
+    """A node cut off by a kill (and its attempt) stays visible with 'failures only' on."""
+    listing = Listing(_index(fixtures, "truncated.jsonl"))
+    listing.toggle_failures_only()
+    keys = [(r.node.node_id, r.attempt.outcome if r.attempt else r.node.status) for r in listing.rows]
+    assert ("tag", "interrupted") in keys
+    assert keys.count(("tag", "interrupted")) == 2  # the node row and its cut-off attempt
+
+
+def test_writer_liveness_rule(fixtures: Path, tmp_path: Path) -> None:
+    """Same host: live while the writer's pid is; a dead pid is gone; no pid: stale after 5 min."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from stroma.runfile import STALE_AFTER_S, RunHeader
+
+    here = socket.gethostname()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    path = tmp_path / "r.jsonl"
+    assert RunHeader("r", writer_host=here, writer_pid=os.getpid()).writer_alive(path)
+    assert not RunHeader("r", writer_host=here, writer_pid=int(dead.stdout)).writer_alive(path)
+    fresh, stale = time.time() - 1, time.time() - STALE_AFTER_S - 1
+    assert RunHeader("r", writer_host="elsewhere", writer_pid=1, last_event_at=fresh).writer_alive(path)
+    assert not RunHeader("r", last_event_at=stale).writer_alive(path)
+    assert not RunHeader("r", status="COMPLETED", last_event_at=fresh).writer_alive(path)
+    assert not RunHeader("r", last_event_at=fresh).writer_alive(tmp_path / "saved.json")

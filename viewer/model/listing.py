@@ -40,10 +40,10 @@ class Row:
 
     @property
     def failed(self) -> bool:
-        """True for a failed attempt, or a node that failed."""
+        """True for a failed or cut-off attempt, or a node that failed or was cut off."""
         if self.attempt is not None:
-            return self.attempt.failed
-        return self.node.status == "failed"
+            return self.attempt.failed or self.attempt.cut_off
+        return self.node.status == "failed" or self.node.cut_off
 
 
 _KEY_VALUE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*=\s*(.*?)\s*$")
@@ -172,7 +172,7 @@ class Listing:
         return self.class_filter is None or self.class_filter in node.failure_classes()
 
     def _keep_attempt(self, attempt: Attempt) -> bool:
-        if self.failures_only and not attempt.failed:
+        if self.failures_only and not (attempt.failed or attempt.cut_off):
             return False
         return self.class_filter is None or attempt.failure_class == self.class_filter
 

@@ -12,6 +12,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from viewer.keys import ALWAYS
 from viewer.messages import GoBack
 from viewer.model.cost import BudgetDecision, CostReport, NodeCost, cost_report
 from viewer.model.detail import fmt_cost, fmt_tokens, plural
@@ -53,6 +54,7 @@ class CostScreen(Screen[None]):
     """Where a run's tokens and money went."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        *ALWAYS,
         Binding("escape,backspace,dollar_sign", "back", "Back"),
         Binding("tab", "focus_next", "Switch list", show=False),
     ]

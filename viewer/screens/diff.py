@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from stroma import NodeChange, NodeComparison
+from viewer.keys import ALWAYS
 from viewer.messages import GoBack, OpenCost, OpenRun
 from viewer.model.diff import CHANGE_ICONS, DiffView, order_line
 from viewer.model.index import ICONS, RunIndex
@@ -52,6 +53,7 @@ class DiffScreen(Screen[None]):
     """What changed between an older run (a) and a newer one (b), node by node."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        *ALWAYS,
         Binding("x", "changed_only", "Changed only"),
         Binding("n", "first_divergence", "First divergence"),
         Binding("enter,l,b", "open_run('b')", "Open newer run"),

@@ -19,6 +19,7 @@ from textual.widgets import Footer, Input
 from stroma import RunRecord
 from stroma import events as ev
 from stroma.runfile import RunStream
+from viewer.keys import ALWAYS
 from viewer.messages import GoBack, OpenCost, OpenDiff
 from viewer.model.detail import fmt_cost, fmt_ms, fmt_tokens, node_figures, record_json, tab_text
 from viewer.model.index import RunIndex
@@ -92,17 +93,18 @@ class RunScreen(Screen[None]):
     """Browse one run: move through nodes and attempts, filter failures, search, inspect."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        *ALWAYS,
         Binding("enter,l", "expand", "Open/expand"),
-        Binding("h", "collapse", "Collapse"),
+        Binding("h", "collapse", "Collapse", show=False),
         Binding("slash", "search", "Search"),
-        Binding("n", "next_match", "Next match"),
-        Binding("N", "prev_match", "Prev match"),
+        Binding("n", "next_match", "Next match", show=False),
+        Binding("N", "prev_match", "Prev match", show=False),
         Binding("escape", "escape", "Back / clear search", show=False),
         Binding("backspace", "back", "Back"),
         Binding("f", "failures_only", "Failures only"),
-        Binding("c", "cycle_class", "Class filter"),
+        Binding("c", "cycle_class", "Class filter", show=False),
         Binding("e", "next_failure", "Next failure"),
-        Binding("E", "prev_failure", "Prev failure"),
+        Binding("E", "prev_failure", "Prev failure", show=False),
         Binding("left_square_bracket", "prev_attempt", "Prev attempt", show=False),
         Binding("right_square_bracket", "next_attempt", "Next attempt", show=False),
         Binding("1", "tab('attempt')", "Attempt tab", show=False),
@@ -113,7 +115,7 @@ class RunScreen(Screen[None]):
         Binding("6", "tab('json')", "JSON tab", show=False),
         Binding("d", "diff", "Diff"),
         Binding("dollar_sign", "cost", "Cost"),
-        Binding("y", "copy", "Copy JSON"),
+        Binding("y", "copy", "Copy JSON", show=False),
     ]
 
     DEFAULT_CSS = """

@@ -12,8 +12,9 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from viewer.messages import OpenDiff, OpenRun
-from viewer.model.detail import fmt_cost, fmt_ms, fmt_ts
+from viewer.keys import ALWAYS
+from viewer.messages import GoBack, OpenDiff, OpenRun
+from viewer.model.detail import fmt_cost, fmt_ms, fmt_ts, plural
 from viewer.model.folder import RunEntry, scan_folder
 from viewer.widgets.run_header import status_style
 from viewer.widgets.virtual_list import VirtualList
@@ -32,7 +33,12 @@ def render_entry(entry: RunEntry, marked: bool) -> Text:
         return text
     state = entry.state
     text.append(f" {state:<11}", status_style(state))
-    text.append(f" {fmt_ts(h.started_at)}  {fmt_ms(h.duration_ms):>9}  {fmt_cost(h.cost_usd):>8} this run")
+    # An unfinished run's file says how long it ran until its last event, not what it spent.
+    wall = h.duration_ms
+    if wall is None and h.started_at is not None and h.last_event_at is not None:
+        wall = (h.last_event_at - h.started_at) * 1000.0
+    cost = f"{fmt_cost(h.cost_usd)} this run" if h.status else "spend unknown until opened"
+    text.append(f" {fmt_ts(h.started_at)}  wall {fmt_ms(wall):>9}  {cost}")
     text.append(f"  {h.run_id}", "dim")
     if entry.resumes:
         text.append(f"  resumes {entry.resumes.name}", "cyan")
@@ -41,14 +47,22 @@ def render_entry(entry: RunEntry, marked: bool) -> Text:
     return text
 
 
+_EMPTY = (
+    "no run files here (*.json, *.jsonl): a runner writes them with .with_trace_dir(folder), "
+    "a result with result.save(path); press r to look again"
+)
+
+
 class RunsScreen(Screen[None]):
     """A folder of runs."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        *ALWAYS,
         Binding("enter,l", "open", "Open run"),
         Binding("space,m", "mark", "Mark for diff"),
         Binding("d", "diff", "Diff marked"),
         Binding("r", "rescan", "Rescan"),
+        Binding("escape,backspace", "back", "Back", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -79,10 +93,14 @@ class RunsScreen(Screen[None]):
     def _redraw(self, cursor: int | None = None) -> None:
         entries = self.entries
         marked = self.marked
-        self.query_one("#runs", VirtualList).set_rows(
-            len(entries), lambda i: render_entry(entries[i], entries[i].path in marked), cursor
-        )
-        title = f"runs in {self.folder.resolve().name}/ · {len(entries)} files"
+        rows = self.query_one("#runs", VirtualList)
+        if entries:
+            rows.set_rows(len(entries), lambda i: render_entry(entries[i], entries[i].path in marked), cursor)
+        else:
+            rows.set_rows(1, lambda i: Text(_EMPTY, "dim"), 0)
+        files = sum(1 + len(e.copies) for e in entries)
+        name = self.folder.resolve().name
+        title = f"runs in {name}/ · {plural(len(entries), 'run')} in {plural(files, 'file')}"
         if marked:
             title += " · marked: " + ", ".join(p.name for p in marked)
         self.query_one("#runs-title", Static).update(title)
@@ -93,6 +111,10 @@ class RunsScreen(Screen[None]):
         if not self.entries:
             return None
         return self.entries[self.query_one("#runs", VirtualList).cursor]
+
+    def action_back(self) -> None:
+        """Back to the screen this list was opened from (the list is usually the first)."""
+        self.post_message(GoBack())
 
     def action_rescan(self) -> None:
         """Read the folder again."""
