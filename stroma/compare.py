@@ -167,6 +167,8 @@ class RunComparison:
     final_failures_delta: int = 0
     reached_delta: int = 0
     same_run: bool = False
+    summaries: tuple[RunSummary, RunSummary] | None = field(default=None, repr=False, compare=False)
+    """The two runs' node summaries (a, b) the comparison was made from."""
 
     @property
     def status_changed(self) -> bool:
@@ -348,4 +350,5 @@ def compare_runs(a: RunLike, b: RunLike) -> RunComparison:
         final_failures_delta=sb.final_failures - sa.final_failures,
         reached_delta=sb.reached - sa.reached,
         same_run=ra.run_id == rb.run_id and sa.started_at == sb.started_at,
+        summaries=(sa, sb),
     )

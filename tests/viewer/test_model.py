@@ -485,3 +485,26 @@ def test_writer_liveness_rule(fixtures: Path, tmp_path: Path) -> None:
     assert not RunHeader("r", last_event_at=stale).writer_alive(path)
     assert not RunHeader("r", status="COMPLETED", last_event_at=fresh).writer_alive(path)
     assert not RunHeader("r", last_event_at=fresh).writer_alive(tmp_path / "saved.json")
+
+
+def test_timeline_marks_failures_backoff_the_cut_off_node_and_restored_nodes(fixtures: Path) -> None:
+    """The waterfall puts every attempt on one axis: failed ✖, backoff ┄, cut off ↯, restored ⤳."""
+    from viewer.model.timeline import timeline_pair, timeline_text
+
+    def lines(name: str) -> dict[str, str]:
+        text = timeline_text(_index(fixtures, name), 80)
+        return {line.split("│")[0].strip(): line for line in text.splitlines() if "│" in line}
+
+    failed = lines("failed.json")
+    assert "✖" in failed["tag"]
+    assert "┄" in failed["tag"]
+    assert failed["tag"].split("│")[1].rstrip().endswith("█")  # the retry that succeeded
+    assert "↯" in lines("truncated.jsonl")["tag"]
+    resumed = lines("resumed.json")
+    bar = resumed["fetch"].split("│")[1]
+    assert bar.strip() == "⤳"  # zero width: restored, not run
+    both = timeline_pair(_index(fixtures, "failed.json"), _index(fixtures, "resumed.json"), ["tag"], 80)
+    a_line, b_line = (x for x in both.splitlines() if "tag" in x)
+    assert a_line.startswith("a tag")
+    assert b_line.startswith("b tag")
+    assert len(a_line.split("│")[1]) == len(b_line.split("│")[1])  # one axis

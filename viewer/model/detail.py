@@ -31,7 +31,7 @@ __all__ = [
     "tab_text",
 ]
 
-TABS = ("attempt", "input", "output", "failure", "events", "json")
+TABS = ("attempt", "input", "output", "failure", "events", "json", "timeline")
 
 
 def fmt_ms(ms: float | None) -> str:

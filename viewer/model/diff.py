@@ -13,6 +13,7 @@ from stroma import NodeChange, NodeComparison, RunComparison, RunRecord, compare
 from stroma.compare import FieldChange
 from stroma.summary import NodeSummary
 from viewer.model.detail import fmt_cost, fmt_ms, fmt_ts, node_figures
+from viewer.model.timeline import timeline_pair
 
 __all__ = ["CHANGE_ICONS", "DiffView", "delta_parts", "field_lines", "order_line"]
 
@@ -116,6 +117,13 @@ class DiffView:
         lines += _state_block("output", a.output, b.output, row.output_changes)
         lines += _state_block("input", a.input, b.input, row.input_changes)
         return "\n".join(lines)
+
+    def timeline(self, width: int = 60) -> str:
+        """Both runs' waterfalls on one time axis (each from its own start)."""
+        c = self.comparison
+        if c.summaries is None:
+            return ""
+        return timeline_pair(*c.summaries, [n.node_id for n in c.nodes], width)
 
 
 def _side_line(label: str, side: NodeSummary) -> str:

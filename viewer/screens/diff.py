@@ -145,7 +145,9 @@ class DiffScreen(Screen[None]):
         if row is None or self.view is None:
             body.update("no nodes" if self.view is not None else "")
             return
-        body.update(self.view.detail(row))
+        width = max(40, body.size.width - 2)
+        timeline = self.view.timeline(width)
+        body.update(f"{self.view.detail(row)}\n\ntimeline (one axis, each run from its start):\n{timeline}")
 
     @on(VirtualList.Highlighted, "#diff-rows")
     def _highlighted(self, event: VirtualList.Highlighted) -> None:

@@ -34,6 +34,7 @@ from viewer.model.loading import (
     read,
 )
 from viewer.model.report import state_line
+from viewer.model.timeline import timeline_text
 from viewer.widgets.banner import Banner
 from viewer.widgets.detail_tabs import DetailTabs
 from viewer.widgets.run_header import RunHeaderBar
@@ -113,6 +114,7 @@ class RunScreen(Screen[None]):
         Binding("4", "tab('failure')", "Failure tab", show=False),
         Binding("5", "tab('events')", "Events tab", show=False),
         Binding("6", "tab('json')", "JSON tab", show=False),
+        Binding("7,t", "tab('timeline')", "Timeline", show=False),
         Binding("d", "diff", "Diff"),
         Binding("dollar_sign", "cost", "Cost"),
         Binding("y", "copy", "Copy JSON", show=False),
@@ -347,7 +349,10 @@ class RunScreen(Screen[None]):
         if row is None or index is None:
             detail.show(lambda tab: "nothing selected")
             return
-        detail.show(lambda tab: tab_text(tab, row, index))
+        width = max(40, detail.size.width - 2)
+        detail.show(
+            lambda tab: timeline_text(index, width) if tab == "timeline" else tab_text(tab, row, index)
+        )
 
     @on(VirtualList.Highlighted, "#rows")
     def _highlighted(self, event: VirtualList.Highlighted) -> None:
