@@ -508,3 +508,29 @@ def test_timeline_marks_failures_backoff_the_cut_off_node_and_restored_nodes(fix
     assert a_line.startswith("a tag")
     assert b_line.startswith("b tag")
     assert len(a_line.split("│")[1]) == len(b_line.split("│")[1])  # one axis
+
+
+def test_search_opens_collapsed_nodes_numbers_matches_and_names_unknown_keys(fixtures: Path) -> None:
+    """A match inside a collapsed node expands it; matches are numbered; an unknown key says so."""
+    listing = Listing(_index(fixtures, "failed.json"))
+    listing.collapse("summarize")
+    matches = listing.search("TimeoutError")
+    assert "summarize" not in listing.collapsed
+    assert len(matches) == 3  # the node (its last error) and its two timed-out attempts
+    assert listing.match_number(matches[2]) == 3
+    assert listing.match_number(0) is None
+    listing.search("colour=red")
+    assert listing.unknown_key() is not None
+    assert "unknown search key 'colour'" in (listing.unknown_key() or "")
+    listing.search("word_count=11")  # a field of the attempts' states is a known key
+    assert listing.unknown_key() is None
+
+
+def test_events_tab_formats_numbers(fixtures: Path) -> None:
+    """The Events tab shows durations in ms/s and costs in $, never raw floats."""
+    index = _index(fixtures, "failed.json")
+    rows = Listing(index).rows
+    row = next(r for r in rows if r.attempt is not None and r.node.node_id == "summarize")
+    text = tab_text("events", row, index)
+    assert "duration_ms=500.0 ms" in text
+    assert "0000000" not in text

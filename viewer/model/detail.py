@@ -164,11 +164,26 @@ def failure_text(row: Row, index: RunIndex) -> str:
     return "\n\n".join(parts)
 
 
+def _short_value(key: str, value: Any) -> str:
+    """A field of an event, formatted: durations in ms / s, costs in $, other floats to 4 digits."""
+    if isinstance(value, float):
+        if key.endswith("_ms"):
+            return fmt_ms(value)
+        if key.endswith("_usd"):
+            return fmt_cost(value)
+        if key.endswith("_s"):
+            return fmt_ms(value * 1000.0)
+        return f"{value:.4g}"
+    return str(value)
+
+
 def event_line(e: ev.LifecycleEvent) -> str:
     """One event as a short line."""
     data = ev.event_to_dict(e)
     skip = {"type", "run_id", "ts", "node_id", "input_state", "output_state", "carrier", "parent_carrier"}
-    fields = " ".join(f"{k}={v}" for k, v in data.items() if k not in skip and v not in (None, ""))
+    fields = " ".join(
+        f"{k}={_short_value(k, v)}" for k, v in data.items() if k not in skip and v not in (None, "")
+    )
     return f"{fmt_ts(e.ts)[11:]} {e.kind:<17} {fields}"
 
 

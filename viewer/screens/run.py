@@ -330,7 +330,9 @@ class RunScreen(Screen[None]):
         if listing.class_filter:
             parts.append(f"class: {listing.class_filter}")
         if not listing.query.empty:
-            parts.append(f"search '{listing.query.text}': {len(listing.matches)} matches")
+            number = listing.match_number(self.query_one("#rows", VirtualList).cursor)
+            at = f"match {number}/{len(listing.matches)}" if number else f"{len(listing.matches)} matches"
+            parts.append(f"search '{listing.query.text}': {at}")
         shown = f"{len(listing.rows)} rows"
         self.query_one("#filters", Banner).say(" · ".join([shown, *parts]) if parts else "", "info")
 
@@ -357,6 +359,8 @@ class RunScreen(Screen[None]):
     @on(VirtualList.Highlighted, "#rows")
     def _highlighted(self, event: VirtualList.Highlighted) -> None:
         self._show_detail()
+        if self.listing is not None and self.listing.matches:
+            self._show_filters()  # "match i/N" follows the cursor
 
     def _move(self, position: int | None) -> None:
         if position is not None:
@@ -395,7 +399,9 @@ class RunScreen(Screen[None]):
         self.listing.search(event.value)
         self._refresh_all()
         self._move(self.listing.next_match(rows.cursor - 1))
-        if not self.listing.matches:
+        if (unknown := self.listing.unknown_key()) is not None:
+            self.notify(unknown, severity="error")
+        elif not self.listing.matches:
             self.notify(f"no match for '{event.value}'", severity="warning")
 
     def action_next_match(self) -> None:
