@@ -25,7 +25,8 @@ __all__ = ["RunsScreen", "render_entry"]
 def render_entry(entry: RunEntry, marked: bool) -> Text:
     """One run of the folder."""
     h = entry.header
-    text = Text("● " if marked else "  ", "bold yellow")
+    text = Text()
+    text.append("● " if marked else "  ", "bold yellow")
     text.append("  ↳ " if entry.resumes else "")
     text.append(f"{entry.path.name:<26}", "bold")
     if h is None:
