@@ -7,6 +7,7 @@ none of them folds the events again.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from stroma import RunHeader, RunRecord
 from stroma import events as ev
@@ -30,8 +31,11 @@ class RunIndex(RunSummary):
     def append(self, events: Iterable[ev.LifecycleEvent]) -> list[ev.LifecycleEvent]:
         """Add events that arrived after the index was built (a followed ``.jsonl``)."""
         new = super().append(events)
-        if new:
-            self.record.refresh()
+        record = self.record
+        if self.finished is not None and not record.finished:
+            record.refresh()  # once, when the run's end arrives (no fold: RunFinished has the totals)
+        elif new:
+            record.header = replace(record.header, last_event_at=self.last_ts)
         return new
 
     @property
