@@ -189,3 +189,21 @@ def test_a_reader_that_goes_away_is_not_a_traceback(fixtures: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert b"Traceback" not in err
     assert proc.returncode == 0
+
+
+def test_diff_exit_status_follows_time_order_and_final_failures(fixtures: Path) -> None:
+    """A killed run then a newer FAILED one exits 1 in either argument order; the reverse story
+    (failed, then a resume that recovers with retries) exits 0 in either order."""
+    newer_failed = tmp_path_factory_newer_failed(fixtures)
+    for args in ((fixtures / "truncated.jsonl", newer_failed), (newer_failed, fixtures / "truncated.jsonl")):
+        out = run_cli("--diff", *args)
+        assert out.returncode == 1, out.stdout
+        assert "INTERRUPTED → " in out.stdout
+        assert "ended FAILED after INTERRUPTED" in out.stdout
+    for args in (
+        (fixtures / "failed.json", fixtures / "resumed.json"),
+        (fixtures / "resumed.json", fixtures / "failed.json"),
+    ):
+        out = run_cli("--diff", *args, "--format", "json")
+        data = json.loads(out.stdout)
+        assert (out.returncode, data["worse"], data["delta"]["final_failures"]) == (0, False, -1)

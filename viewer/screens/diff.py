@@ -41,11 +41,14 @@ def render_diff_row(row: NodeComparison, first: bool) -> Text:
     """One node of the diff list."""
     style = _CHANGE_STYLE[row.change]
     indent = "  " if row.a.parent or row.b.parent else ""
-    text = Text(f"{indent}{CHANGE_ICONS[row.change]} ", style)
-    text.append(f"{row.node_id:<{24 - len(indent)}}", "bold")
-    text.append(f" {row.change.value:<26}", style)
-    text.append(" ◀ first divergence " if first else " " * 20, "bold yellow")
-    text.append(f" {ICONS.get(row.a.status, '?')} → {ICONS.get(row.b.status, '?')}", "dim")
+    # Most telling first, so a narrow terminal cuts the least: marker, node, a → b, label.
+    text = Text("◀ " if first else "  ", "bold yellow")
+    text.append(f"{indent}{CHANGE_ICONS[row.change]} ", style)
+    text.append(f"{row.node_id:<{20 - len(indent)}}", "bold")
+    text.append(f" {ICONS.get(row.a.status, '?')}→{ICONS.get(row.b.status, '?')} ", "dim")
+    text.append(row.change.value, style)
+    if first:
+        text.append("  first divergence", "bold yellow")
     return text
 
 
