@@ -240,7 +240,8 @@ async def test_diff_screen_labels_jump_toggle_and_field_diff(fixtures: Path) -> 
         lines = visible_lines(screen.query_one("#diff-rows", VirtualList))
         assert "restored from checkpoint" in lines[0]
         assert "≠ tag" in lines[2]
-        assert "◀ first" in lines[2]
+        assert lines[2].startswith("◀ ")
+        assert "first divergence" in lines[2]
         await pilot.press("n")
         assert screen.selected is not None
         assert screen.selected.node_id == "tag"
