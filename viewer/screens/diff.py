@@ -42,7 +42,8 @@ def render_diff_row(row: NodeComparison, first: bool) -> Text:
     style = _CHANGE_STYLE[row.change]
     indent = "  " if row.a.parent or row.b.parent else ""
     # Most telling first, so a narrow terminal cuts the least: marker, node, a → b, label.
-    text = Text("◀ " if first else "  ", "bold yellow")
+    text = Text()
+    text.append("◀ " if first else "  ", "bold yellow")
     text.append(f"{indent}{CHANGE_ICONS[row.change]} ", style)
     text.append(f"{row.node_id:<{20 - len(indent)}}", "bold")
     text.append(f" {ICONS.get(row.a.status, '?')}→{ICONS.get(row.b.status, '?')} ", "dim")

@@ -49,12 +49,12 @@ class VirtualList(ScrollView, can_focus=True):
         overflow-x: hidden;
     }
     VirtualList > .virtual-list--cursor {
-        background: $accent 40%;
-        text-style: bold;
+        background: $block-cursor-blurred-background;
+        text-style: $block-cursor-blurred-text-style;
     }
     VirtualList:focus > .virtual-list--cursor {
-        background: $accent;
-        color: $text;
+        background: $block-cursor-background;
+        text-style: $block-cursor-text-style;
     }
     VirtualList > .virtual-list--match {
         background: $warning 30%;
