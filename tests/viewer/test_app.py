@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import Static
@@ -550,3 +554,41 @@ async def test_the_footer_never_cuts_quit_and_help(fixtures: Path) -> None:
                     region = keys[needed]
                     assert region.width > 0, (width, needed)
                     assert region.right <= width, (width, needed, region)
+
+
+@pytest.fixture
+def writer() -> Iterator[subprocess.Popen[bytes]]:
+    """A process standing in for a run's writer (the test kills it; killed afterwards anyway)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+async def test_a_followed_run_whose_writer_dies_turns_interrupted(
+    tmp_path: Path, failed_lines: list[str], writer: subprocess.Popen[bytes]
+) -> None:
+    """Live while its writer's pid runs (banner says how long since the last event); once the
+    writer is gone, the next poll marks the run and its running node interrupted and stops."""
+    live = tmp_path / "live.jsonl"
+    head = json.loads(failed_lines[0])
+    head["header"] |= {"writer_host": socket.gethostname(), "writer_pid": writer.pid}
+    started = next(i for i, x in enumerate(failed_lines) if '"AttemptStarted"' in x)
+    lines = [json.dumps(head), *failed_lines[1 : started + 1]]
+    live.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    app = StromaViewApp([live])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        assert "live: following live.jsonl; last event" in shown(screen.query_one("#banner", Static))
+        assert "RUNNING" in shown(screen.query_one("#header", Static))
+        writer.kill()
+        writer.wait()
+        assert screen.poll_follow() == 0
+        await pilot.pause()
+        assert "INTERRUPTED" in shown(screen.query_one("#header", Static))
+        assert "interrupted: its writer" in shown(screen.query_one("#banner", Static))
+        assert screen.follower is None
+        assert screen.index is not None
+        assert "interrupted" in {n.status for n in screen.index.nodes}
