@@ -55,8 +55,11 @@ _STATUS_STYLE = {
 }
 
 
-def render_row(row: Row, collapsed: bool) -> Text:
-    """One line of the master list."""
+_NARROW = 120  # terminal columns under which node rows show their figures compactly
+
+
+def render_row(row: Row, collapsed: bool, narrow: bool = False) -> Text:
+    """One line of the master list (``narrow``: the figures that fit 80 columns, wall time first)."""
     node = row.node
     a = row.attempt
     indent = "  " * node.depth
@@ -64,7 +67,7 @@ def render_row(row: Row, collapsed: bool) -> Text:
         arrow = "▸" if collapsed and node.attempts else ("▾" if node.attempts else " ")
         text = Text(f"{indent}{arrow} ")
         text.append(node.icon, _STATUS_STYLE.get(node.status, ""))
-        text.append(f" {node.node_id:<{max(1, 22 - len(indent))}}", "bold")
+        text.append(f" {node.node_id:<{max(1, (14 if narrow else 22) - len(indent))}}", "bold")
         if node.status == "restored":
             text.append(" restored from checkpoint", "cyan")
             return text
@@ -74,6 +77,9 @@ def render_row(row: Row, collapsed: bool) -> Text:
         if node.cut_off:
             text.append(f" {node.status} after {fmt_ms(node.wall_ms)}", "bold magenta")
         attempts, wall, _, tokens, cost = node_figures(node)
+        if narrow:
+            text.append(f" {wall} · {attempts} · {cost}")
+            return text
         text.append(f" {attempts:>11} {wall:>14} {tokens:>11} {cost:>8}")
         if node.failure_class and node.has_failures:
             text.append(f" {node.failure_class}", _CLASS_STYLE.get(node.failure_class, ""))
@@ -311,10 +317,11 @@ class RunScreen(Screen[None]):
         rows = self.query_one("#rows", VirtualList)
         collapsed = listing.collapsed
         listing_rows = listing.rows
+        narrow = self.app.size.width < _NARROW
         rows.marked = set(listing.matches)
         rows.set_rows(
             len(listing_rows),
-            lambda i: render_row(listing_rows[i], listing_rows[i].node.node_id in collapsed),
+            lambda i: render_row(listing_rows[i], listing_rows[i].node.node_id in collapsed, narrow),
             cursor,
         )
         self._show_filters()
@@ -357,6 +364,10 @@ class RunScreen(Screen[None]):
         )
 
     @on(VirtualList.Highlighted, "#rows")
+    def on_resize(self) -> None:
+        """Redraw the rows for the new width (compact under 120 columns)."""
+        self._refresh_all()
+
     def _highlighted(self, event: VirtualList.Highlighted) -> None:
         self._show_detail()
         if self.listing is not None and self.listing.matches:
