@@ -160,6 +160,7 @@ class RunScreen(Screen[None]):
         self._follow_timer: Timer | None = None
         self.error: str | None = None
         self.streaming = False
+        self._narrow: bool | None = None  # compact rows, as last drawn
 
     def compose(self) -> ComposeResult:
         """Header, banner, filter line, list | detail, search box, footer."""
@@ -317,7 +318,7 @@ class RunScreen(Screen[None]):
         rows = self.query_one("#rows", VirtualList)
         collapsed = listing.collapsed
         listing_rows = listing.rows
-        narrow = self.app.size.width < _NARROW
+        narrow = self._narrow = self.app.size.width < _NARROW
         rows.marked = set(listing.matches)
         rows.set_rows(
             len(listing_rows),
@@ -365,8 +366,9 @@ class RunScreen(Screen[None]):
 
     @on(VirtualList.Highlighted, "#rows")
     def on_resize(self) -> None:
-        """Redraw the rows for the new width (compact under 120 columns)."""
-        self._refresh_all()
+        """Redraw the rows when the terminal crosses the compact-row width."""
+        if self._narrow is not None and self._narrow != (self.app.size.width < _NARROW):
+            self._refresh_all()
 
     def _highlighted(self, event: VirtualList.Highlighted) -> None:
         self._show_detail()
