@@ -165,8 +165,9 @@ class DiffScreen(Screen[None]):
         self.view.toggle_changed_only()
         position = next((i for i, r in enumerate(self.view.rows) if r is row), 0)
         self._redraw(cursor=position)
-        state = "changed nodes only" if self.view.changed_only else "all nodes"
-        self.notify(f"showing {state} ({len(self.view.rows)})")
+        # Said in the banner (it lasts as long as the filter does), not in a passing toast.
+        state = f" · showing changed nodes only ({len(self.view.rows)})" if self.view.changed_only else ""
+        self.query_one("#diff-banner", Banner).say(order_line(self.view.comparison) + state, "info")
 
     def action_first_divergence(self) -> None:
         """Jump to the first node whose label is a change."""

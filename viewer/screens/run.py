@@ -364,12 +364,12 @@ class RunScreen(Screen[None]):
             lambda tab: timeline_text(index, width) if tab == "timeline" else tab_text(tab, row, index)
         )
 
-    @on(VirtualList.Highlighted, "#rows")
     def on_resize(self) -> None:
         """Redraw the rows when the terminal crosses the compact-row width."""
         if self._narrow is not None and self._narrow != (self.app.size.width < _NARROW):
             self._refresh_all()
 
+    @on(VirtualList.Highlighted, "#rows")
     def _highlighted(self, event: VirtualList.Highlighted) -> None:
         self._show_detail()
         if self.listing is not None and self.listing.matches:
