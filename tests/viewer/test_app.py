@@ -357,20 +357,31 @@ async def test_command_palette_offers_the_same_bindings(fixtures: Path) -> None:
         assert screen.listing.failures_only
 
 
+def live_run(path: Path, lines: list[str], writer_pid: int) -> StromaViewApp:
+    """``lines`` written as a .jsonl whose header names ``writer_pid`` on this host; the app on it."""
+    head = json.loads(lines[0])
+    head["header"] |= {"writer_host": socket.gethostname(), "writer_pid": writer_pid}
+    path.write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n", encoding="utf-8")
+    return StromaViewApp([path])
+
+
+async def live_screen(pilot: Pilot[None]) -> RunScreen:
+    """The Run screen of a live run, once loaded (it says RUNNING and that it follows the file)."""
+    await ready(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, RunScreen)
+    assert "live: following" in shown(screen.query_one("#banner", Static))
+    assert "RUNNING" in shown(screen.query_one("#header", Static))
+    return screen
+
+
 async def test_live_jsonl_is_followed(tmp_path: Path, failed_lines: list[str]) -> None:
     """A .jsonl still being written (its writer, this process, is alive) shows a live banner and
     picks up appended events."""
     live = tmp_path / "live.jsonl"
-    head = json.loads(failed_lines[0])
-    head["header"] |= {"writer_host": socket.gethostname(), "writer_pid": os.getpid()}
-    live.write_text("\n".join([json.dumps(head), *failed_lines[1:6]]) + "\n", encoding="utf-8")
-    app = StromaViewApp([live])
+    app = live_run(live, failed_lines[:6], os.getpid())
     async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
-        assert "live: following" in shown(screen.query_one("#banner", Static))
-        assert "RUNNING" in shown(screen.query_one("#header", Static))
+        screen = await live_screen(pilot)
         with live.open("a", encoding="utf-8") as fh:
             fh.write("\n".join(failed_lines[6:]) + "\n")
         assert screen.poll_follow() == len(failed_lines) - 6
@@ -571,18 +582,11 @@ async def test_a_followed_run_whose_writer_dies_turns_interrupted(
     """Live while its writer's pid runs (banner says how long since the last event); once the
     writer is gone, the next poll marks the run and its running node interrupted and stops."""
     live = tmp_path / "live.jsonl"
-    head = json.loads(failed_lines[0])
-    head["header"] |= {"writer_host": socket.gethostname(), "writer_pid": writer.pid}
     started = next(i for i, x in enumerate(failed_lines) if '"AttemptStarted"' in x)
-    lines = [json.dumps(head), *failed_lines[1 : started + 1]]
-    live.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    app = StromaViewApp([live])
+    app = live_run(live, failed_lines[: started + 1], writer.pid)
     async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
+        screen = await live_screen(pilot)
         assert "live: following live.jsonl; last event" in shown(screen.query_one("#banner", Static))
-        assert "RUNNING" in shown(screen.query_one("#header", Static))
         writer.kill()
         writer.wait()
         assert screen.poll_follow() == 0
