@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import random
@@ -288,25 +287,25 @@ def _full_load(path: Path) -> Any:
     batches, index and list each batch as it arrives (on the UI thread in the app), then build the
     final record; the collector is paused meanwhile, as in the screen's load worker."""
     from stroma import RunRecord
+    from stroma.runfile import RunStream
     from viewer.model import Listing, RunIndex, loading
 
-    events: list[Any] = []
+    total = 0
     index: RunIndex | None = None
     listing: Listing | None = None
-    # Viewers before the collector pause had none: measure them as they ran.
-    paused = getattr(loading, "collector_paused", contextlib.nullcontext)
-    with paused():
-        for batch in loading.stream_events(path):
-            events.extend(batch)
+    stream = RunStream(path)
+    with loading.collector_paused():
+        for batch in loading.read(stream):
+            total += len(batch)
             if index is None or listing is None:
-                index = RunIndex(RunRecord.from_events(list(batch), run_id=path.stem, path=str(path)))
+                index = RunIndex(RunRecord.from_events(list(batch), run_id=path.stem))
                 listing = Listing(index)
             else:
                 index.append(batch)
                 listing.refresh()
-        loaded = loading.record_from_stream(path, events)
+        loaded = loading.loaded(stream)
     assert listing is not None
-    assert len(loaded.record.events) == len(events)
+    assert len(loaded.record.events) == total
     return loaded, listing
 
 
@@ -378,7 +377,8 @@ def main() -> None:
     big_attempts = 10_000 if args.quick else args.attempts_big
 
     from stroma import compare_runs, load_run
-    from viewer.model import DiffView, Listing, RunIndex, load, peek_header
+    from stroma.runfile import peek_header
+    from viewer.model import DiffView, Listing, RunIndex, load
 
     rows: list[tuple[str, str, str, str, str]] = []
 

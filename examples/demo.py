@@ -147,6 +147,17 @@ async def worker(db: Path, trace_dir: Path) -> None:
     await runner.run(nodes, Topic(topic="agent reliability"))
 
 
+def _viewer_command() -> str:
+    """``stroma-view`` as this interpreter's environment has it (e.g. ``.venv/bin/stroma-view``)."""
+    script = Path(sys.executable).parent / "stroma-view"
+    if not script.exists():
+        return "stroma-view"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 async def main(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("*.jsonl"), *out.glob("*.json"), *out.glob("demo.db*")]:
@@ -182,16 +193,17 @@ async def main(out: Path) -> int:
     comparison = compare_runs(crashed, resumed)
     for node in comparison.nodes:
         print(f"  {node.node_id:<10} {node.change.value}")
-    before = comparison.a_status or "unfinished (killed)"
     print(
-        f"  status {before} -> {comparison.b_status}; tokens {comparison.tokens_delta:+d}; "
-        f"cost {comparison.cost_usd_delta:+.6f} USD"
+        f"  status {comparison.a_status} -> {comparison.b_status}; this run's tokens "
+        f"{comparison.tokens_delta:+d}; cost {comparison.cost_usd_delta:+.6f} USD"
     )
 
+    # Each run is streamed to a .jsonl by the trace dir (what a kill leaves behind) and the
+    # finished ones are also saved as a complete .json; stroma-view lists each run once.
     print("\nrun files:")
     for path in sorted([*out.glob("*.json"), *out.glob("*.jsonl")]):
         print(f"  {path}")
-    print(f"\nopen them: stroma-view {crashed_files[0]} {resumed_file}")
+    print(f"\nopen them: {_viewer_command()} {out}    (or diff: {crashed_files[0]} {resumed_file})")
     ok = resumed.status is RunStatus.RESUMED and restored == ["fetch", "summarize"]
     return 0 if ok else 1
 

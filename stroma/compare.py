@@ -17,25 +17,22 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from stroma import events as ev
 from stroma.runfile import RunRecord, load_run
+from stroma.summary import NodeSummary, RunSummary
 from stroma.trace import ExecutionResult, ExecutionTrace
 
 __all__ = [
     "FieldChange",
     "NodeChange",
     "NodeComparison",
-    "NodeSide",
     "RunComparison",
     "compare_runs",
     "field_diff",
-    "summarize_nodes",
 ]
 
 
@@ -56,31 +53,6 @@ class NodeChange(StrEnum):
 
 
 UNCHANGED = frozenset({NodeChange.SAME_OUTPUT, NodeChange.RESTORED, NodeChange.NOT_REACHED})
-
-_STATUS_RANK = {"COMPLETED": 0, "RESUMED": 0, "PARTIAL": 1, "FAILED": 2}
-
-
-@dataclass(slots=True)
-class NodeSide:
-    """One node as seen in one run."""
-
-    status: str = "not_reached"  # succeeded | failed | restored | running | not_reached
-    attempts: int = 0
-    failures: int = 0
-    duration_ms: float = 0.0
-    tokens: int = 0
-    cost_usd: float = 0.0
-    failed_cost_usd: float = 0.0
-    input: dict[str, Any] | None = None
-    output: dict[str, Any] | None = None
-    failure_class: str | None = None
-    error_type: str | None = None
-    parent: str | None = None
-
-    @property
-    def ran(self) -> bool:
-        """True when the node executed (succeeded or failed) in this run."""
-        return self.status in ("succeeded", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +96,8 @@ class NodeComparison:
 
     node_id: str
     change: NodeChange
-    a: NodeSide
-    b: NodeSide
+    a: NodeSummary
+    b: NodeSummary
 
     @property
     def changed(self) -> bool:
@@ -146,37 +118,57 @@ class NodeComparison:
             "node_id": self.node_id,
             "change": self.change.name.lower(),
             "label": self.change.value,
-            "a": {k: getattr(self.a, k) for k in _SIDE_KEYS},
-            "b": {k: getattr(self.b, k) for k in _SIDE_KEYS},
+            "a": _side_dict(self.a),
+            "b": _side_dict(self.b),
         }
 
 
-_SIDE_KEYS = (
-    "status",
-    "attempts",
-    "failures",
-    "duration_ms",
-    "tokens",
-    "cost_usd",
-    "failure_class",
-    "error_type",
-)
+def _side_dict(node: NodeSummary) -> dict[str, Any]:
+    return {
+        "status": node.status,
+        "attempts": len(node.attempts),
+        "failed_attempts": node.failures,
+        "wall_ms": node.wall_ms,
+        "attempt_ms": node.attempt_ms,
+        "tokens": node.tokens,
+        "cost_usd": node.cost_usd,
+        "failure_class": node.failure_class,
+        "error_type": node.error_type,
+    }
+
+
+_STATUS_RANK = {"COMPLETED": 0, "RESUMED": 0, "PARTIAL": 1, "RUNNING": 2, "INTERRUPTED": 2, "FAILED": 3}
 
 
 @dataclass(slots=True)
 class RunComparison:
-    """Two runs aligned by node, with run-level deltas (b minus a)."""
+    """Two runs aligned by node, the older (by start time) as ``a``, with deltas b minus a.
+
+    Spend deltas are of each run's own attempts (``tokens_delta``, ``cost_usd_delta``); what a
+    resumed run carried over from earlier runs is in ``a_carried_cost_usd`` / ``b_carried_cost_usd``.
+    """
 
     a_run_id: str
     b_run_id: str
-    a_status: str | None
-    b_status: str | None
+    a_status: str
+    b_status: str
+    a_file: str | None = None
+    b_file: str | None = None
+    a_started_at: float | None = None
+    b_started_at: float | None = None
+    reordered: bool = False
     nodes: list[NodeComparison] = field(default_factory=list)
-    duration_ms_delta: float = 0.0
+    wall_ms_delta: float = 0.0
     tokens_delta: int = 0
     cost_usd_delta: float = 0.0
-    failures_delta: int = 0
+    a_carried_cost_usd: float = 0.0
+    b_carried_cost_usd: float = 0.0
+    failed_attempts_delta: int = 0
+    final_failures_delta: int = 0
+    reached_delta: int = 0
     same_run: bool = False
+    summaries: tuple[RunSummary, RunSummary] | None = field(default=None, repr=False, compare=False)
+    """The two runs' node summaries (a, b) the comparison was made from."""
 
     @property
     def status_changed(self) -> bool:
@@ -193,26 +185,54 @@ class RunComparison:
         return [n for n in self.nodes if n.changed]
 
     @property
+    def worse_reasons(self) -> list[str]:
+        """Why the newer run (b) is worse: a worse end status, fewer nodes reached, or more final
+        failures (a retry that later succeeded is not a failure of the run); [] when it is not."""
+        reasons: list[str] = []
+        if _STATUS_RANK.get(self.b_status, 3) > _STATUS_RANK.get(self.a_status, 3):
+            reasons.append(f"ended {self.b_status} after {self.a_status}")
+        if self.reached_delta < 0:
+            reasons.append(f"reached {-self.reached_delta} fewer node(s)")
+        if self.final_failures_delta > 0:
+            reasons.append(f"{self.final_failures_delta} more failed node(s)")
+        return reasons
+
+    @property
     def worse(self) -> bool:
-        """True when the newer run (b) ended worse than a, or a node regressed."""
-        rank_a = _STATUS_RANK.get(self.a_status or "", 3)
-        rank_b = _STATUS_RANK.get(self.b_status or "", 3)
-        return rank_b > rank_a or any(n.change is NodeChange.REGRESSED for n in self.nodes)
+        """True when the newer run is worse (see ``worse_reasons``)."""
+        return bool(self.worse_reasons)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "a": {"run_id": self.a_run_id, "status": self.a_status},
-            "b": {"run_id": self.b_run_id, "status": self.b_status},
+            "a": {
+                "run_id": self.a_run_id,
+                "status": self.a_status,
+                "file": self.a_file,
+                "started_at": self.a_started_at,
+                "carried_cost_usd": self.a_carried_cost_usd,
+            },
+            "b": {
+                "run_id": self.b_run_id,
+                "status": self.b_status,
+                "file": self.b_file,
+                "started_at": self.b_started_at,
+                "carried_cost_usd": self.b_carried_cost_usd,
+            },
+            "ordered_by": "start time",
+            "reordered": self.reordered,
             "same_run": self.same_run,
             "delta": {
                 "status": [self.a_status, self.b_status],
-                "duration_ms": self.duration_ms_delta,
+                "wall_ms": self.wall_ms_delta,
                 "tokens": self.tokens_delta,
                 "cost_usd": self.cost_usd_delta,
-                "failures": self.failures_delta,
+                "failed_attempts": self.failed_attempts_delta,
+                "final_failures": self.final_failures_delta,
+                "reached": self.reached_delta,
             },
             "worse": self.worse,
+            "worse_reasons": self.worse_reasons,
             "first_divergence": d.node_id if (d := self.first_divergence) else None,
             "nodes": [n.to_dict() for n in self.nodes],
         }
@@ -231,64 +251,17 @@ def _record(run: RunLike) -> RunRecord:
     return load_run(run)
 
 
-def summarize_nodes(events: Iterable[ev.LifecycleEvent]) -> dict[str, NodeSide]:
-    """Per-node roll-up of a run's events, in first-seen order (one pass)."""
-    nodes: dict[str, NodeSide] = {}
-
-    def side(node_id: str) -> NodeSide:
-        found = nodes.get(node_id)
-        if found is None:
-            found = nodes[node_id] = NodeSide()
-        return found
-
-    for e in events:
-        kind = type(e)
-        if kind is ev.NodeStarted:
-            s = side(e.node_id)  # type: ignore[attr-defined]
-            s.status = "running"
-            s.parent = e.parent  # type: ignore[attr-defined]
-        elif kind is ev.AttemptStarted:
-            s = side(e.node_id)  # type: ignore[attr-defined]
-            s.attempts += 1
-            s.input = e.input_state  # type: ignore[attr-defined]
-        elif kind is ev.AttemptSucceeded:
-            s = side(e.node_id)  # type: ignore[attr-defined]
-            s.output = e.output_state  # type: ignore[attr-defined]
-            s.duration_ms += e.duration_ms  # type: ignore[attr-defined]
-            s.tokens += e.tokens  # type: ignore[attr-defined]
-            s.cost_usd += e.cost_usd  # type: ignore[attr-defined]
-        elif kind is ev.AttemptFailed:
-            s = side(e.node_id)  # type: ignore[attr-defined]
-            s.failures += 1
-            s.duration_ms += e.duration_ms  # type: ignore[attr-defined]
-            s.tokens += e.tokens  # type: ignore[attr-defined]
-            s.cost_usd += e.cost_usd  # type: ignore[attr-defined]
-            s.failed_cost_usd += e.cost_usd  # type: ignore[attr-defined]
-            s.failure_class = e.failure_class  # type: ignore[attr-defined]
-            s.error_type = e.error_type  # type: ignore[attr-defined]
-        elif kind is ev.NodeFinished:
-            s = side(e.node_id)  # type: ignore[attr-defined]
-            outcome = e.outcome  # type: ignore[attr-defined]
-            s.status = "succeeded" if outcome == "succeeded" else "failed"
-            if outcome != "succeeded" and e.failure_class:  # type: ignore[attr-defined]
-                s.failure_class = e.failure_class  # type: ignore[attr-defined]
-            if s.parent is not None:
-                s.duration_ms = e.duration_ms  # type: ignore[attr-defined]
-        elif kind is ev.NodeRestored:
-            s = side(e.node_id)  # type: ignore[attr-defined]
-            s.status = "restored"
-            s.output = e.output_state  # type: ignore[attr-defined]
-    return nodes
+_FAILED = frozenset({"failed", "cancelled", "interrupted"})
 
 
-def _label(a: NodeSide, b: NodeSide) -> NodeChange:
+def _label(a: NodeSummary, b: NodeSummary) -> NodeChange:
     a_done = a.status in ("succeeded", "restored")
-    # A node still "running" when its run's record ends was interrupted (a killed worker): in the
-    # older run it did not complete, like a failure; in the newer run it has not finished yet.
-    a_failed = a.status in ("failed", "running")
+    # Failed, or cut off by a kill or a cancel (or still running when the newer run exists): the
+    # older run did not complete the node.
+    a_failed = a.status in _FAILED or a.status == "running"
     if b.status == "restored":
         return NodeChange.RESTORED
-    if b.status == "running":
+    if b.status == "running":  # the newer run is live: the node has not finished yet
         return NodeChange.NOT_REACHED
     if b.status == "succeeded":
         if a_failed:
@@ -298,7 +271,7 @@ def _label(a: NodeSide, b: NodeSide) -> NodeChange:
                 return NodeChange.SAME_OUTPUT
             return NodeChange.DIFFERENT_OUTPUT
         return NodeChange.NEWLY_REACHED
-    if b.status == "failed":
+    if b.status in _FAILED:
         if a_failed:
             return NodeChange.FAILED_IN_BOTH
         if a_done:
@@ -309,14 +282,12 @@ def _label(a: NodeSide, b: NodeSide) -> NodeChange:
     return NodeChange.NOT_REACHED
 
 
-def _order(
-    a: RunRecord, b: RunRecord, a_nodes: dict[str, NodeSide], b_nodes: dict[str, NodeSide]
-) -> list[str]:
+def _order(a: RunSummary, b: RunSummary) -> list[str]:
     children: dict[str, list[str]] = {}
-    for nodes in (b_nodes, a_nodes):
-        for node_id, s in nodes.items():
-            if s.parent is not None and node_id not in children.setdefault(s.parent, []):
-                children[s.parent].append(node_id)
+    for nodes in (b.nodes, a.nodes):
+        for s in nodes:
+            if s.parent is not None and s.node_id not in children.setdefault(s.parent, []):
+                children[s.parent].append(s.node_id)
     order: list[str] = []
     seen: set[str] = set()
 
@@ -328,41 +299,56 @@ def _order(
         for child in children.get(node_id, ()):
             add(child)
 
-    for node_id in (*b.header.pipeline, *a.header.pipeline, *b_nodes, *a_nodes):
-        if (b_nodes.get(node_id) or a_nodes.get(node_id) or NodeSide()).parent is None:
-            add(node_id)
-    for node_id in (*b_nodes, *a_nodes):
-        add(node_id)
+    for node in (*b.nodes, *a.nodes):
+        if (b.by_id.get(node.node_id) or node).parent is None:
+            add(node.node_id)
+    for node in (*b.nodes, *a.nodes):
+        add(node.node_id)
     return order
 
 
 def compare_runs(a: RunLike, b: RunLike) -> RunComparison:
-    """Compare an older run ``a`` (e.g. the failed run) with a newer run ``b`` (its resume).
+    """Compare two runs, the one that started first as ``a`` (e.g. the failed run) and the other
+    as ``b`` (its resume), whatever the argument order; ``reordered`` says when they were swapped.
 
     Each argument may be a RunRecord, an ExecutionResult, an ExecutionTrace or a run-file path.
     """
     ra, rb = _record(a), _record(b)
-    a_nodes, b_nodes = summarize_nodes(ra.events), summarize_nodes(rb.events)
-    empty = NodeSide()
+    sa, sb = ra.summary(), rb.summary()
+    reordered = sa.started_at is not None and sb.started_at is not None and sb.started_at < sa.started_at
+    if reordered:
+        ra, rb, sa, sb = rb, ra, sb, sa
     nodes = [
         NodeComparison(
             node_id,
-            _label(a_nodes.get(node_id, empty), b_nodes.get(node_id, empty)),
-            a_nodes.get(node_id, empty),
-            b_nodes.get(node_id, empty),
+            _label(
+                na := sa.by_id.get(node_id) or NodeSummary(node_id),
+                nb := sb.by_id.get(node_id) or NodeSummary(node_id),
+            ),
+            na,
+            nb,
         )
-        for node_id in _order(ra, rb, a_nodes, b_nodes)
+        for node_id in _order(sa, sb)
     ]
-    ha, hb = ra.header, rb.header
     return RunComparison(
-        a_run_id=ha.run_id,
-        b_run_id=hb.run_id,
-        a_status=ha.status,
-        b_status=hb.status,
+        a_run_id=ra.run_id,
+        b_run_id=rb.run_id,
+        a_status=sa.state,
+        b_status=sb.state,
+        a_file=ra.path,
+        b_file=rb.path,
+        a_started_at=sa.started_at,
+        b_started_at=sb.started_at,
+        reordered=reordered,
         nodes=nodes,
-        duration_ms_delta=(hb.duration_ms or 0.0) - (ha.duration_ms or 0.0),
-        tokens_delta=hb.total_tokens - ha.total_tokens,
-        cost_usd_delta=hb.total_cost_usd - ha.total_cost_usd,
-        failures_delta=hb.failures - ha.failures,
-        same_run=ha.run_id == hb.run_id,
+        wall_ms_delta=(sb.wall_ms or 0.0) - (sa.wall_ms or 0.0),
+        tokens_delta=sb.tokens - sa.tokens,
+        cost_usd_delta=sb.cost_usd - sa.cost_usd,
+        a_carried_cost_usd=sa.carried_cost_usd,
+        b_carried_cost_usd=sb.carried_cost_usd,
+        failed_attempts_delta=sb.failure_count - sa.failure_count,
+        final_failures_delta=sb.final_failures - sa.final_failures,
+        reached_delta=sb.reached - sa.reached,
+        same_run=ra.run_id == rb.run_id and sa.started_at == sb.started_at,
+        summaries=(sa, sb),
     )

@@ -22,19 +22,25 @@ import json
 import os
 import re
 import secrets
+import socket
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from stroma import events as ev
+from stroma._trace_model import RunStatus, TraceEvent
 from stroma.errors import RunFileError
 from stroma.failures import FailureClass
-from stroma.trace import ExecutionResult, ExecutionTrace, RunStatus, TraceEvent
+from stroma.summary import RunSummary
+
+if TYPE_CHECKING:
+    from stroma.trace import ExecutionResult
 
 __all__ = [
     "FORMAT",
@@ -42,12 +48,15 @@ __all__ = [
     "RunFileWriter",
     "RunHeader",
     "RunRecord",
+    "RunStream",
     "load_run",
+    "peek_header",
     "save_run",
 ]
 
 FORMAT = "stroma.run"
 FORMAT_VERSION = 1
+_JSON_SPACE = " \t\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +79,39 @@ class RunHeader:
     carrier: dict[str, str] = field(default_factory=dict)
     parent_carrier: dict[str, str] = field(default_factory=dict)
     stroma_version: str = ""
+    writer_host: str = ""
+    writer_pid: int | None = None
+    last_event_at: float | None = field(default=None, compare=False)
+    """When the file's last event was written (read from the file, not written in the header)."""
+
+    @property
+    def tokens(self) -> int:
+        """This run's own tokens (the total less what was carried from the runs it resumed)."""
+        return self.total_tokens - self.carried_tokens
+
+    @property
+    def cost_usd(self) -> float:
+        """This run's own cost (the total less what was carried from the runs it resumed)."""
+        return self.total_cost_usd - self.carried_cost_usd
+
+    def writer_alive(self, path: str | Path | None) -> bool:
+        """Whether the process writing this run may still add to it.
+
+        A finished run, or a saved ``.json``, is done. A ``.jsonl`` written on this host is live
+        while its writer's pid is (a zombie counts as gone); one from another host, or an older
+        file without a writer, is live while its last event is under ``STALE_AFTER_S`` old. A run
+        with no file (built from live events) is live.
+        """
+        if self.status is not None:
+            return False
+        if path is None:
+            return True
+        if not str(path).endswith(".jsonl"):
+            return False
+        if self.writer_pid is not None and self.writer_host == socket.gethostname():
+            return _pid_alive(self.writer_pid)
+        last = self.last_event_at if self.last_event_at is not None else self.started_at
+        return last is not None and time.time() - last < STALE_AFTER_S
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -90,7 +132,30 @@ class RunHeader:
             "carrier": dict(self.carrier),
             "parent_carrier": dict(self.parent_carrier),
             "stroma_version": self.stroma_version,
+            "writer_host": self.writer_host,
+            "writer_pid": self.writer_pid,
         }
+
+
+STALE_AFTER_S = 300.0
+"""A ``.jsonl`` from another host (or without a writer pid) whose last event is older than this
+is shown as interrupted."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    try:  # a killed child its parent has not reaped yet is a zombie: gone
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _version() -> str:
@@ -102,7 +167,11 @@ def _version() -> str:
 def _header_from_events(events: list[ev.LifecycleEvent], run_id: str = "") -> RunHeader:
     start = next((e for e in events if isinstance(e, ev.RunStarted)), None)
     end = next((e for e in reversed(events) if isinstance(e, ev.RunFinished)), None)
-    header = RunHeader(run_id=start.run_id if start else run_id, stroma_version=_version())
+    header = RunHeader(
+        run_id=start.run_id if start else run_id,
+        stroma_version=_version(),
+        last_event_at=events[-1].ts if events else None,
+    )
     if start is not None:
         header = replace(
             header,
@@ -114,23 +183,31 @@ def _header_from_events(events: list[ev.LifecycleEvent], run_id: str = "") -> Ru
             parent_carrier=dict(start.parent_carrier),
         )
     if end is not None:
+        header = _ended(header, end)
+    elif events:  # unfinished: what the events add up to so far (the one node summary's sums)
+        summary = RunSummary(events)
         header = replace(
             header,
-            finished_at=end.ts,
-            status=end.status,
-            duration_ms=end.duration_ms,
-            total_tokens=end.total_tokens,
-            total_cost_usd=end.total_cost_usd,
-            failures=end.failures,
-            carried_tokens=end.carried_tokens,
-            carried_cost_usd=end.carried_cost_usd,
+            failures=summary.failure_count,
+            total_tokens=summary.tokens,
+            total_cost_usd=summary.cost_usd,
         )
-    else:
-        failures = sum(1 for e in events if isinstance(e, ev.AttemptFailed))
-        tokens = sum(e.tokens for e in events if isinstance(e, ev.AttemptSucceeded | ev.AttemptFailed))
-        cost = sum(e.cost_usd for e in events if isinstance(e, ev.AttemptSucceeded | ev.AttemptFailed))
-        header = replace(header, failures=failures, total_tokens=tokens, total_cost_usd=cost)
     return header
+
+
+def _ended(header: RunHeader, end: ev.RunFinished) -> RunHeader:
+    """``header`` with what the run's RunFinished says."""
+    return replace(
+        header,
+        finished_at=end.ts,
+        status=end.status,
+        duration_ms=end.duration_ms,
+        total_tokens=end.total_tokens,
+        total_cost_usd=end.total_cost_usd,
+        failures=end.failures,
+        carried_tokens=end.carried_tokens,
+        carried_cost_usd=end.carried_cost_usd,
+    )
 
 
 def _attempts(events: Iterable[ev.LifecycleEvent]) -> list[TraceEvent]:
@@ -185,13 +262,28 @@ class RunRecord:
         """True when the file records the end of the run."""
         return self.header.status is not None
 
+    @property
+    def interrupted(self) -> bool:
+        """True when the run has no end and its writer is gone (a kill): see ``writer_alive``."""
+        return not self.finished and not self.header.writer_alive(self.path)
+
+    def summary(self) -> RunSummary:
+        """The run's node summary, with what a gone writer left running marked interrupted."""
+        summary = RunSummary(self.events, self.header.pipeline)
+        if self.interrupted:
+            summary.interrupt()
+        return summary
+
+    def refresh(self) -> None:
+        """Recompute the header from the events (after a followed file recorded its end)."""
+        self.header = _merge(self.header, self.events)
+        if self.finished:
+            self.truncated = False
+            self.truncated_at_line = None
+
     def attempts(self) -> list[TraceEvent]:
         """The peer-compatible attempt list."""
         return _attempts(self.events)
-
-    def to_trace(self) -> ExecutionTrace:
-        """An ExecutionTrace equivalent to the one the run produced."""
-        return ExecutionTrace(self.attempts(), list(self.events))
 
     @classmethod
     def from_events(
@@ -289,7 +381,9 @@ class RunFileWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / run_file_name(started.run_id, started.ts)
         self._fh = open(self.path, "x", encoding="utf-8")  # noqa: SIM115 - held open for the run
-        header = _header_from_events([started])
+        header = replace(
+            _header_from_events([started]), writer_host=socket.gethostname(), writer_pid=os.getpid()
+        )
         self._fh.write(
             _dumps({"format": FORMAT, "version": FORMAT_VERSION, "header": header.to_dict()}) + "\n"
         )
@@ -365,19 +459,60 @@ def _check_header(obj: Any, path: str, line: int | None) -> int:
     return version
 
 
-def _header_from_dict(data: Any, events: list[ev.LifecycleEvent], path: str, line: int | None) -> RunHeader:
+def _written_header(data: Any, path: str, line: int | None) -> RunHeader:
+    """The header object as the file wrote it (a .jsonl's is written when the run starts)."""
     if not isinstance(data, dict):
         raise RunFileError("header is not an object", path=path, line=line, field="header")
     run_id = data.get("run_id")
     if not isinstance(run_id, str):
         raise RunFileError("header has no run_id string", path=path, line=line, field="header.run_id")
-    derived = _header_from_events(events, run_id)
-    # Events are the source of truth (the header of a .jsonl is written before the run ends).
+
+    def num(key: str) -> float | None:
+        value = data.get(key)
+        return None if isinstance(value, bool) or not isinstance(value, int | float) else float(value)
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) else None
+
+    def mapping(key: str) -> dict[str, str]:
+        value = data.get(key)
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    pid = data.get("writer_pid")
+    return RunHeader(
+        run_id=run_id,
+        pipeline=tuple(str(x) for x in data.get("pipeline") or ()),
+        pipeline_name=text("pipeline_name") or "pipeline",
+        started_at=num("started_at"),
+        finished_at=num("finished_at"),
+        status=text("status"),
+        duration_ms=num("duration_ms"),
+        total_tokens=int(num("total_tokens") or 0),
+        total_cost_usd=num("total_cost_usd") or 0.0,
+        failures=int(num("failures") or 0),
+        resumed_from=text("resumed_from"),
+        carried_tokens=int(num("carried_tokens") or 0),
+        carried_cost_usd=num("carried_cost_usd") or 0.0,
+        carrier=mapping("carrier"),
+        parent_carrier=mapping("parent_carrier"),
+        stroma_version=text("stroma_version") or "",
+        writer_host=text("writer_host") or "",
+        writer_pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+    )
+
+
+def _merge(written: RunHeader, events: list[ev.LifecycleEvent]) -> RunHeader:
+    """The file's header updated from its events: the events are the source of truth for the run
+    (a .jsonl's header is written before the run ends); who wrote it comes from the file."""
+    derived = _header_from_events(events, written.run_id)
     return replace(
         derived,
-        run_id=run_id,
-        stroma_version=str(data.get("stroma_version", "")),
-        pipeline=derived.pipeline or tuple(data.get("pipeline") or ()),
+        run_id=written.run_id,
+        stroma_version=written.stroma_version,
+        writer_host=written.writer_host,
+        writer_pid=written.writer_pid,
+        pipeline=derived.pipeline or written.pipeline,
     )
 
 
@@ -450,34 +585,55 @@ def _message(exc: RunFileError) -> str:
     return text[len(prefix) + 2 :] if text.startswith(prefix + ": ") else text
 
 
-def _element_line(text: str, index: int) -> int | None:
-    """The line on which element ``index`` of the top-level ``"events"`` list starts (error path
-    only: walks the document's top-level keys with the JSON decoder)."""
-    if index < 0:
-        return None
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in _JSON_SPACE:
+        pos += 1
+    return pos
+
+
+def _top_level(text: str, until: str) -> tuple[dict[str, Any], int] | None:
+    """The members of a JSON object document before key ``until``, decoded in order, and where
+    ``until``'s value starts (its value is not decoded); None when ``until`` is not found so."""
     decoder = json.JSONDecoder()
-    ws = " \t\r\n"
-    pos = text.find("{")
-    if pos < 0:
+    pos = _skip_space(text, 0)
+    if not text.startswith("{", pos):
         return None
     pos += 1
+    members: dict[str, Any] = {}
     try:
         while pos < len(text):
-            while text[pos] in ws or text[pos] == ",":
-                pos += 1
+            pos = _skip_space(text, pos)
+            if text[pos] == ",":
+                pos = _skip_space(text, pos + 1)
             key, pos = decoder.raw_decode(text, pos)
-            while text[pos] in ws or text[pos] == ":":
-                pos += 1
-            if key != "events":
-                _, pos = decoder.raw_decode(text, pos)
-                continue
-            pos += 1  # the list's "["
-            for i in range(index + 1):
-                while text[pos] in ws or text[pos] == ",":
-                    pos += 1
-                if i == index:
-                    return text.count("\n", 0, pos) + 1
-                _, pos = decoder.raw_decode(text, pos)
+            pos = _skip_space(text, pos)
+            if text[pos] != ":":
+                return None
+            pos = _skip_space(text, pos + 1)
+            if key == until:
+                return members, pos
+            members[str(key)], pos = decoder.raw_decode(text, pos)
+    except (ValueError, IndexError):
+        return None
+    return None
+
+
+def _element_line(text: str, index: int) -> int | None:
+    """The line on which element ``index`` of the top-level ``"events"`` list starts (error path
+    only)."""
+    found = _top_level(text, "events") if index >= 0 else None
+    if found is None:
+        return None
+    decoder = json.JSONDecoder()
+    pos = found[1] + 1  # the list's "["
+    try:
+        for i in range(index + 1):
+            pos = _skip_space(text, pos)
+            if text[pos] == ",":
+                pos = _skip_space(text, pos + 1)
+            if i == index:
+                return text.count("\n", 0, pos) + 1
+            _, pos = decoder.raw_decode(text, pos)
     except (ValueError, IndexError):
         return None
     return None
@@ -506,7 +662,7 @@ def _load_json(path: str, text: str) -> RunRecord:
         if line is None:
             raise
         raise RunFileError(_message(exc), path=path, line=line, field=exc.field) from None
-    header = _header_from_dict(doc.get("header"), events, path, None)
+    header = _merge(_written_header(doc.get("header"), path, None), events)
     return RunRecord(header, events, path=path, format_version=version)
 
 
@@ -539,7 +695,7 @@ def _load_jsonl(path: str, text: str) -> RunRecord:
                 break
             raise RunFileError(f"not valid JSON ({exc.msg})", path=path, line=number) from None
         events.append(_decode_event(data, path, number))
-    header = _header_from_dict(head.get("header"), events, path, first_no)
+    header = _merge(_written_header(head.get("header"), path, first_no), events)
     return RunRecord(
         header,
         events,
@@ -570,7 +726,13 @@ def load_run(path: str | Path) -> RunRecord:
         raise RunFileError(f"cannot be read ({exc.strerror})", path=name) from None
     if name.endswith(".jsonl"):
         return _load_jsonl(name, text)
-    return _load_json(name, text)
+    try:
+        return _load_json(name, text)
+    except RunFileError as exc:
+        if exc.line is not None or "\n" in text.rstrip("\n"):
+            raise
+        # A run.json written by Stroma is one compact line: name it, so every message has one.
+        raise RunFileError(_message(exc), path=name, line=1, field=exc.field) from None
 
 
 def status_of(record: RunRecord) -> RunStatus | None:
@@ -579,3 +741,294 @@ def status_of(record: RunRecord) -> RunStatus | None:
         return RunStatus(record.header.status) if record.header.status else None
     except ValueError:
         return None
+
+
+# -- peeking, streaming and following (what a viewer needs) ---------------------------------
+
+_PEEK_BYTES = 64 * 1024
+_MAX_PEEK_BYTES = 64 * 1024 * 1024
+# The comma between two events of a run.json, most likely: "}" "," then an object starting "type".
+_EVENT_CUT = re.compile(r'\}\s*,\s*(?=\{\s*"type"\s*:)')
+_CHUNK_CHARS = 256 * 1024
+_CHUNK_MISSES = 3
+
+
+def _read_head(path: Path, jsonl: bool) -> str:
+    """The file's first bytes: 64 KiB, quadrupled while its header is not complete in them, up to
+    64 MiB (a header lists every pipeline node, so it can be large)."""
+    size = _PEEK_BYTES
+    with path.open("rb") as fh:
+        while True:
+            fh.seek(0)
+            head = fh.read(size)
+            text = head.decode("utf-8", errors="ignore")
+            if len(head) < size or size >= _MAX_PEEK_BYTES:
+                return text
+            if (b"\n" in head) if jsonl else (_top_level(text, "events") is not None):
+                return text
+            size *= 4
+
+
+def _last_line(path: Path, size: int) -> dict[str, Any] | None:
+    """The last complete JSON object line of a ``.jsonl``."""
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - _PEEK_BYTES))
+        tail = fh.read()
+    for raw in reversed(tail.split(b"\n")):
+        if raw.strip():
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            return obj if isinstance(obj, dict) else None
+    return None
+
+
+def peek_header(path: str | Path) -> RunHeader:
+    """A run file's header from its first bytes (and a ``.jsonl``'s last line), without decoding
+    its events: what a folder listing shows. ``last_event_at`` is the last line's time.
+
+    Raises :class:`~stroma.errors.RunFileError` when the file is not a readable run file.
+    """
+    p = Path(path)
+    name = str(p)
+    jsonl = p.suffix == ".jsonl"
+    try:
+        size = p.stat().st_size
+        text = _read_head(p, jsonl)
+    except FileNotFoundError:
+        raise RunFileError("no such file; check the path", path=name) from None
+    except OSError as exc:
+        raise RunFileError(f"cannot be read ({exc.strerror})", path=name) from None
+    if jsonl:
+        try:
+            doc: Any = json.loads(text.split("\n", 1)[0])
+        except ValueError as exc:
+            raise RunFileError(f"header line is not valid JSON ({exc})", path=name, line=1) from None
+        _check_header(doc, name, 1)
+        header = _written_header(doc.get("header"), name, 1)
+        last = _last_line(p, size)
+        if last is not None and isinstance(last.get("ts"), int | float):
+            header = replace(header, last_event_at=float(last["ts"]))
+            if last.get("type") == "RunFinished":
+                end = _decode_event(last, name, None)
+                assert isinstance(end, ev.RunFinished)
+                header = _ended(header, end)
+        return header
+    found = _top_level(text, "events")
+    members = found[0] if found is not None else None
+    _check_header(members, name, None)
+    assert members is not None
+    header = _written_header(members.get("header"), name, None)
+    return replace(header, last_event_at=header.finished_at)
+
+
+class _Unusual(Exception):
+    """The fast path met something unusual: the full loader reads the file (and explains)."""
+
+
+class RunStream:
+    """A run file read a batch of events at a time (a big run is browsable while it loads), then
+    followed while it grows (a live ``.jsonl``).
+
+    Example::
+
+        stream = RunStream("runs/run.jsonl")
+        for batch in stream.batches():
+            show(batch)
+        record = stream.record          # the whole run, header included
+        new_events = stream.poll()      # later: lines appended since
+    """
+
+    def __init__(self, path: str | Path, batch_size: int = 20_000) -> None:
+        self.path = Path(path)
+        self.batch_size = batch_size
+        self.record: RunRecord | None = None
+        self.offset = 0
+        """Bytes of the file consumed (after the last complete line); ``poll`` reads from here."""
+        self.line = 0
+        """Lines of the file consumed."""
+        self.errors: list[str] = []
+        """Appended lines ``poll`` skipped because they did not decode."""
+
+    def batches(self) -> Iterator[list[ev.LifecycleEvent]]:
+        """The run's events, in order, a batch at a time; ``record`` is set when they are all in.
+
+        Anything unusual (a bad header, a line that is not JSON, an event that does not validate,
+        a truncated last line) is read again by :func:`load_run`, whose
+        :class:`~stroma.errors.RunFileError` names file, line and field.
+        """
+        sent = 0
+        try:
+            for batch in self._fast():
+                sent += len(batch)
+                yield batch
+        except _Unusual:
+            record = load_run(self.path)
+            if len(record.events) > sent:
+                yield record.events[sent:]
+            self.record = record
+            if record.path is not None and self.path.suffix == ".jsonl":
+                self.line = len(record.events) + 1
+                self.offset = _offset_after_lines(self.path, self.line)
+
+    def _fast(self) -> Iterator[list[ev.LifecycleEvent]]:
+        p, name = self.path, str(self.path)
+        try:
+            data = p.read_bytes()
+            text = data.decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            raise _Unusual from None
+        if p.suffix == ".jsonl":
+            if not text.endswith("\n"):
+                raise _Unusual  # truncated (or a line still being written): the loader marks it
+            lines = text.split("\n")
+            del text
+            try:
+                head = json.loads(lines[0])
+                version = _check_header(head, name, 1)
+                written = _written_header(head.get("header"), name, 1)
+            except (ValueError, RunFileError):
+                raise _Unusual from None
+            raw = _jsonl_objects(lines, 1)
+        else:
+            found = _top_level(text, "events")
+            try:
+                if found is None:
+                    raise _Unusual
+                version = _check_header(found[0], name, None)
+                written = _written_header(found[0].get("header"), name, None)
+            except RunFileError:
+                raise _Unusual from None
+            raw = _json_event_objects(text, found[1])
+        events: list[ev.LifecycleEvent] = []
+        decode = ev.event_from_dict
+        size = min(2_000, self.batch_size)  # a small first batch puts rows on screen at once
+        batch: list[ev.LifecycleEvent] = []
+        try:
+            for objs in raw:
+                if any(type(obj) is not dict for obj in objs):
+                    raise _Unusual
+                batch.extend(map(decode, objs))
+                while len(batch) >= size:
+                    events.extend(batch[:size])
+                    yield batch[:size]
+                    del batch[:size]
+                    size = min(size * 2, self.batch_size)
+        except (ValueError, KeyError, TypeError):
+            raise _Unusual from None
+        events.extend(batch)
+        yield batch
+        self.record = RunRecord(_merge(written, events), events, path=name, format_version=version)
+        if p.suffix == ".jsonl":
+            self.offset = len(data)
+            self.line = len(events) + 1
+
+    def poll(self) -> list[ev.LifecycleEvent]:
+        """Events appended to a ``.jsonl`` since the last read (an incomplete last line waits for
+        the next poll); a line that does not decode is skipped and noted in ``errors``."""
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError as exc:
+            self.errors.append(f"{self.path}: cannot be read ({exc.strerror})")
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        out: list[ev.LifecycleEvent] = []
+        for raw in data[: end + 1].split(b"\n"):
+            if not raw.strip():
+                continue
+            self.line += 1
+            try:
+                out.append(ev.event_from_dict(json.loads(raw)))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                self.errors.append(f"{self.path}, line {self.line}: skipped ({exc})")
+        self.offset += end + 1
+        return out
+
+
+def _offset_after_lines(path: Path, lines: int) -> int:
+    """Byte offset just after the ``lines``-th non-blank line."""
+    data = path.read_bytes()
+    pos = 0
+    seen = 0
+    while seen < lines:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return len(data)
+        if data[pos:nl].strip():
+            seen += 1
+        pos = nl + 1
+    return pos
+
+
+def _json_event_objects(text: str, pos: int) -> Iterator[list[Any]]:
+    """The elements of a run.json's ``events`` array (its ``[`` at ``pos``), a list at a time.
+
+    Most of the array is parsed by ``json.loads`` in pieces of about 256 KiB, each cut at a
+    ``},{"type":`` (normally the end of an event) and wrapped in ``[...]``; the tail and any piece
+    that does not parse are decoded one element at a time. A cut that is not between two events
+    leaves its piece unbalanced, so the piece never parses: the lists are exactly the elements.
+    """
+    if not text.startswith("[", pos):
+        raise _Unusual
+    decoder = json.JSONDecoder()
+    pos += 1
+    n = len(text)
+    misses = 0
+    while True:
+        pos = _skip_space(text, pos)
+        if pos < n and text[pos] == "]":
+            return
+        limit = n
+        if misses < _CHUNK_MISSES:
+            cut = _EVENT_CUT.search(text, pos + _CHUNK_CHARS)
+            if cut is not None:
+                try:
+                    objs = json.loads("[" + text[pos : cut.start() + 1] + "]")
+                except ValueError:
+                    misses += 1
+                    limit = cut.end()  # one at a time up to (and past) the cut that missed
+                else:
+                    yield objs
+                    pos = cut.end()
+                    continue
+        objs = []
+        while pos < limit:
+            try:
+                obj, pos = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError:
+                raise _Unusual from None
+            objs.append(obj)
+            pos = _skip_space(text, pos)
+            if pos < n and text[pos] == ",":
+                pos = _skip_space(text, pos + 1)
+                if pos < n and text[pos] == "]":  # a trailing comma: the loop above ends the array
+                    break
+            elif pos < n and text[pos] == "]":
+                break
+            else:
+                raise _Unusual
+        yield objs
+
+
+def _jsonl_objects(lines: list[str], start: int) -> Iterator[list[Any]]:
+    """The JSON values of ``lines[start:]`` (blank lines skipped), a list at a time."""
+    decode = json.JSONDecoder().raw_decode
+    for at in range(start, len(lines), 1_000):
+        objs = []
+        for line in lines[at : at + 1_000]:
+            if not line.strip():
+                continue
+            begin = 0 if line[0] == "{" else len(line) - len(line.lstrip(_JSON_SPACE))
+            try:
+                obj, end = decode(line, begin)
+            except json.JSONDecodeError:
+                raise _Unusual from None
+            if end != len(line) and line[end:].strip(_JSON_SPACE):
+                raise _Unusual  # extra data after the value
+            objs.append(obj)
+        yield objs

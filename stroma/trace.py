@@ -14,18 +14,16 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from stroma import events as ev
+from stroma._trace_model import RunStatus, TraceEvent
 from stroma.events import LifecycleEvent
 from stroma.failures import FailureClass
-
-if TYPE_CHECKING:
-    from stroma.runfile import RunRecord
+from stroma.runfile import RunRecord, save_run
 
 __all__ = [
     "ExecutionResult",
@@ -33,44 +31,6 @@ __all__ = [
     "RunStatus",
     "TraceEvent",
 ]
-
-
-class RunStatus(StrEnum):
-    """How a run ended.
-
-    COMPLETED: every node succeeded. RESUMED: completed after a resume. FAILED: a terminal (or
-    ambiguous) failure stopped the run. PARTIAL: retries ran out on a recoverable failure, or a
-    budget stopped the run; completed nodes are checkpointed and the run can resume.
-    """
-
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    PARTIAL = "PARTIAL"
-    RESUMED = "RESUMED"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class TraceEvent(BaseModel):
-    """One attempt of one node."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    node_id: str
-    run_id: str
-    attempt: int
-    timestamp_utc: datetime
-    input_state: dict[str, Any]
-    output_state: dict[str, Any] | None = None
-    duration_ms: float
-    failure: FailureClass | None = None
-    failure_message: str | None = None
-
-    @property
-    def step_id(self) -> str:
-        """Alias of ``node_id`` for step-flavoured code."""
-        return self.node_id
 
 
 _COMPARED = ("input_state", "output_state", "failure", "failure_message")
@@ -401,8 +361,6 @@ class ExecutionResult:
 
     def record(self) -> RunRecord:
         """This run as a run-file model (what ``save`` writes and ``load_run`` returns)."""
-        from stroma.runfile import RunRecord  # noqa: PLC0415 - runfile imports this module
-
         return RunRecord.from_result(self)
 
     def save(self, path: str | Path, *, redact: bool = False) -> Path:
@@ -410,6 +368,4 @@ class ExecutionResult:
 
         ``redact=True`` strips states and error messages, for sharing. Returns the path.
         """
-        from stroma.runfile import save_run  # noqa: PLC0415
-
         return save_run(self.record(), path, redact=redact)

@@ -16,7 +16,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
-from viewer.model.index import RunIndex
+from viewer.messages import GoBack, OpenCost, OpenDiff, OpenRun
 from viewer.model.loading import LoadedRun, RunCache
 from viewer.screens.cost import CostScreen
 from viewer.screens.diff import DiffScreen
@@ -68,19 +68,22 @@ class StromaViewApp(App[None]):
         if len(self.paths) == 1 and self.paths[0].is_dir():
             self.push_screen(RunsScreen(self.paths[0]))
         elif self.pair is not None:
-            self.push_screen(RunScreen(self.pair[1]))
-            self.push_screen(DiffScreen(*self.pair))
+            self.push_screen(RunScreen(self.pair[1], self.runs))
+            self.push_screen(DiffScreen(*self.pair, self.runs))
         elif self.paths:
-            self.push_screen(RunScreen(self.paths[0]))
+            self.push_screen(RunScreen(self.paths[0], self.runs))
 
-    # -- navigation used by the screens ----------------------------------------------------
+    # -- navigation: what the screens ask for, by message ----------------------------------
 
-    def open_run(self, path: Path, *, exit_on_error: bool = True) -> None:
+    def on_open_run(self, message: OpenRun) -> None:
         """Open a run's Run screen."""
-        self.push_screen(RunScreen(path, exit_on_error=exit_on_error))
+        self.push_screen(
+            RunScreen(message.path, self.runs, exit_on_error=message.exit_on_error, node_id=message.node_id)
+        )
 
-    def open_diff(self, a: Path | None = None, b: Path | None = None) -> None:
-        """Open the Diff screen of ``a`` → ``b`` (default: the two runs on the command line)."""
+    def on_open_diff(self, message: OpenDiff) -> None:
+        """Open the Diff screen of two runs (default: the two runs on the command line)."""
+        a, b = message.a, message.b
         if a is None or b is None:
             if self.pair is None:
                 self.notify(
@@ -91,17 +94,17 @@ class StromaViewApp(App[None]):
                 return
             a, b = self.pair
         for screen in reversed(self.screen_stack):
-            if isinstance(screen, DiffScreen) and (screen.a, screen.b) == (a, b):
+            if isinstance(screen, DiffScreen) and {screen.a, screen.b} == {a, b}:
                 while self.screen is not screen:
                     self.pop_screen()
                 return
-        self.push_screen(DiffScreen(a, b))
+        self.push_screen(DiffScreen(a, b, self.runs))
 
-    def open_cost(self, index: RunIndex, file_name: str) -> None:
+    def on_open_cost(self, message: OpenCost) -> None:
         """Open the Cost screen of a run."""
-        self.push_screen(CostScreen(index, file_name))
+        self.push_screen(CostScreen(message.index, message.file_name))
 
-    def back(self) -> None:
+    def on_go_back(self, _message: GoBack) -> None:
         """Back to the previous screen (never past the first one)."""
         if len(self.screen_stack) > 2:
             self.pop_screen()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from viewer.model.diff import DiffView
 from viewer.model.index import RunIndex
-from viewer.model.loading import LoadedRun, ViewerInputError, load, peek_header
+from viewer.model.loading import LoadedRun, ViewerInputError, load, peek
 from viewer.model.report import FORMATS, diff_report, run_is_bad, summary_report
 
 __all__ = ["main"]
@@ -63,8 +63,9 @@ def _preflight(path: Path) -> LoadedRun | None:
     """Load a small file now (its errors print before the TUI starts); peek a big one."""
     if path.stat().st_size <= PRELOAD_BYTES:
         return load(path)
-    peek = peek_header(path)
-    if peek.error:
+    try:
+        peek(path)
+    except ViewerInputError:
         return load(path)  # raises the precise error (cost: one parse, only for a bad file)
     return None
 
@@ -83,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_WORSE if run_is_bad(index) else EXIT_OK
         if args.diff:
             if len(paths) != 2:
-                return _fail("stroma-view: --diff takes two run files: the older, then the newer")
+                return _fail(
+                    "stroma-view: --diff takes two run files (in any order: they are compared oldest first)"
+                )
             for p in paths:
                 _check_exists(p, folder_ok=False)
             a, b = load(paths[0]), load(paths[1])

@@ -106,10 +106,23 @@ async def test_the_trace_keeps_one_event_per_attempt_under_its_0_3_2_names(clock
 def test_reliability_context_has_the_0_3_2_fields_by_name() -> None:
     """Every field 0.3.2's ReliabilityContext dataclass had is readable by name, with what it says."""
     ctx = context(node_timeouts={"n": 5.0})
-    for name in (
-        "run_id registry checkpoint_manager cost_tracker retry_budget trace budget policy_map "
-        "step_policies classifiers step_timeouts model_fallbacks hooks context run_logger"
-    ).split():
+    for name in [
+        "run_id",
+        "registry",
+        "checkpoint_manager",
+        "cost_tracker",
+        "retry_budget",
+        "trace",
+        "budget",
+        "policy_map",
+        "step_policies",
+        "classifiers",
+        "step_timeouts",
+        "model_fallbacks",
+        "hooks",
+        "context",
+        "run_logger",
+    ]:
         assert hasattr(ctx, name), name
     assert ctx.run_id == "mw"
     assert ctx.cost_tracker is ctx.tracker

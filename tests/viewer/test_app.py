@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import Static
 
 from viewer.app import StromaViewApp, binding_help
+from viewer.model.index import RunIndex
 from viewer.screens.cost import CostScreen
 from viewer.screens.diff import DiffScreen
 from viewer.screens.help import HelpScreen
@@ -59,7 +67,7 @@ async def test_run_screen_shows_header_nodes_and_attempts(fixtures: Path) -> Non
         header = shown(screen.query_one("#header", Static))
         assert "FAILED" in header
         assert "7 attempts" in header
-        assert "4 failures" in header
+        assert "(4 failed)" in header
         lines = visible_lines(screen.query_one("#rows", VirtualList))
         assert lines[0].startswith("▾ ✔ fetch")
         assert any("✖ #1" in line and "TimeoutError" in line for line in lines)
@@ -151,9 +159,10 @@ async def test_search_next_previous_and_clear(fixtures: Path) -> None:
         await pilot.press("slash", *"timed out", "enter")
         await pilot.pause()
         assert selection(screen) == ("summarize", 1)
-        assert "2 matches" in shown(screen.query_one("#filters", Static))
+        assert "match 1/2" in shown(screen.query_one("#filters", Static))
         await pilot.press("n")
         assert selection(screen) == ("summarize", 2)
+        assert "match 2/2" in shown(screen.query_one("#filters", Static))
         await pilot.press("n")
         assert selection(screen) == ("summarize", 1)
         await pilot.press("N")
@@ -230,11 +239,13 @@ async def test_diff_screen_labels_jump_toggle_and_field_diff(fixtures: Path) -> 
         assert isinstance(screen, DiffScreen)
         strip = shown(screen.query_one("#delta", Static))
         assert "Δ status FAILED → RESUMED" in strip
-        assert "Δ failures −4" in strip
+        assert "Δ failed nodes −1" in strip
+        assert "Δ failed attempts −4" in strip
         lines = visible_lines(screen.query_one("#diff-rows", VirtualList))
         assert "restored from checkpoint" in lines[0]
         assert "≠ tag" in lines[2]
-        assert "◀ first" in lines[2]
+        assert lines[2].startswith("◀ ")
+        assert "first divergence" in lines[2]
         await pilot.press("n")
         assert screen.selected is not None
         assert screen.selected.node_id == "tag"
@@ -346,17 +357,31 @@ async def test_command_palette_offers_the_same_bindings(fixtures: Path) -> None:
         assert screen.listing.failures_only
 
 
+def live_run(path: Path, lines: list[str], writer_pid: int) -> StromaViewApp:
+    """``lines`` written as a .jsonl whose header names ``writer_pid`` on this host; the app on it."""
+    head = json.loads(lines[0])
+    head["header"] |= {"writer_host": socket.gethostname(), "writer_pid": writer_pid}
+    path.write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n", encoding="utf-8")
+    return StromaViewApp([path])
+
+
+async def live_screen(pilot: Pilot[None]) -> RunScreen:
+    """The Run screen of a live run, once loaded (it says RUNNING and that it follows the file)."""
+    await ready(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, RunScreen)
+    assert "live: following" in shown(screen.query_one("#banner", Static))
+    assert "RUNNING" in shown(screen.query_one("#header", Static))
+    return screen
+
+
 async def test_live_jsonl_is_followed(tmp_path: Path, failed_lines: list[str]) -> None:
-    """A .jsonl still being written shows a live banner and picks up appended events."""
+    """A .jsonl still being written (its writer, this process, is alive) shows a live banner and
+    picks up appended events."""
     live = tmp_path / "live.jsonl"
-    live.write_text("\n".join(failed_lines[:6]) + "\n", encoding="utf-8")
-    app = StromaViewApp([live])
+    app = live_run(live, failed_lines[:6], os.getpid())
     async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
-        assert "live: following" in shown(screen.query_one("#banner", Static))
-        assert "RUNNING" in shown(screen.query_one("#header", Static))
+        screen = await live_screen(pilot)
         with live.open("a", encoding="utf-8") as fh:
             fh.write("\n".join(failed_lines[6:]) + "\n")
         assert screen.poll_follow() == len(failed_lines) - 6
@@ -376,7 +401,8 @@ async def test_truncated_jsonl_shows_a_banner(fixtures: Path) -> None:
         banner = shown(screen.query_one("#banner", Static))
         assert "truncated" in banner
         assert "line 24" in banner
-        assert "TRUNCATED" in shown(screen.query_one("#header", Static))
+        assert "interrupted" in banner
+        assert "INTERRUPTED" in shown(screen.query_one("#header", Static))
 
 
 async def test_big_run_scrolls_and_renders_only_visible_rows(fixtures: Path) -> None:
@@ -418,3 +444,155 @@ async def test_q_quits(fixtures: Path) -> None:
         await pilot.press("q")
         await pilot.pause()
         assert not app.is_running
+
+
+async def test_every_screen_and_the_headless_output_show_the_summarys_numbers(fixtures: Path) -> None:
+    """Run, Diff, Cost and Runs screens and --summary / --diff show each node's wall time, tokens and
+    cost exactly as the one node summary (stroma.summary) defines them."""
+    from stroma import compare_runs, load_run
+    from viewer.model.detail import fmt_cost, node_figures
+    from viewer.model.report import diff_report, node_line, summary_report
+
+    failed, resumed = load_run(fixtures / "failed.json"), load_run(fixtures / "resumed.json")
+    summaries = {"failed.json": failed.summary(), "resumed.json": resumed.summary()}
+    b = summaries["resumed.json"]
+    app = StromaViewApp([fixtures / "failed.json", fixtures / "resumed.json"])
+    async with app.run_test(size=(200, 50)) as pilot:
+        await ready(pilot)
+        diff = app.screen
+        assert isinstance(diff, DiffScreen)
+        rows = diff.query_one("#diff-rows", VirtualList)
+        for i, row in enumerate(diff.view.rows if diff.view else []):
+            rows.cursor = i
+            await pilot.pause()
+            body = shown(diff.query_one("#field-diff", Static))
+            for side, name in (("a", "failed.json"), ("b", "resumed.json")):
+                node = summaries[name].by_id[row.node_id]
+                assert f"{side}: " in body
+                assert "  ".join(node_figures(node)) in body, (row.node_id, side, body)
+        await pilot.press("dollar_sign")
+        await pilot.pause()
+        cost = app.screen
+        assert isinstance(cost, CostScreen)
+        ranking = visible_lines(cost.query_one("#cost-nodes", VirtualList))
+        for node in b.nodes:
+            if node.attempts:
+                line = next(x for x in ranking if f" {node.node_id} " in x)
+                assert fmt_cost(node.cost_usd) in line
+        await pilot.press("escape", "escape")
+        await pilot.pause()
+        run = app.screen
+        assert isinstance(run, RunScreen)
+        lines = visible_lines(run.query_one("#rows", VirtualList))
+        for node in b.nodes:
+            line = next(x for x in lines if f" {node.node_id} " in x)
+            if node.status != "restored":
+                attempts, wall, _, tokens, cost_text = node_figures(node)
+                assert all(part in line for part in (attempts, wall, tokens, cost_text)), line
+    text = summary_report(RunIndex(resumed), "text")
+    data = json.loads(summary_report(RunIndex(resumed), "json"))
+    for node, entry in zip(b.ordered(), data["node_list"], strict=True):
+        assert node_line(node) in text
+        assert (entry["wall_ms"], entry["attempt_ms"], entry["tokens"], entry["cost_usd"]) == (
+            node.wall_ms,
+            node.attempt_ms,
+            node.tokens,
+            node.cost_usd,
+        )
+    compared = json.loads(diff_report(compare_runs(failed, resumed), "json"))
+    for entry in compared["nodes"]:
+        node = b.by_id[entry["node_id"]]
+        assert (entry["b"]["wall_ms"], entry["b"]["tokens"], entry["b"]["cost_usd"]) == (
+            node.wall_ms,
+            node.tokens,
+            node.cost_usd,
+        )
+
+
+async def test_esc_and_backspace_go_back_from_a_run_opened_in_folder_mode(
+    fixtures: Path, tmp_path: Path
+) -> None:
+    """Enter opens a run from the folder, Esc and Backspace come back, a bad file too; q quits."""
+    (tmp_path / "a.json").write_bytes((fixtures / "failed.json").read_bytes())
+    (tmp_path / "b.json").write_text("{not json", encoding="utf-8")
+    app = StromaViewApp([tmp_path])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        runs = app.screen
+        assert isinstance(runs, RunsScreen)
+        for back in ("escape", "backspace"):
+            await pilot.press("g", "enter")
+            await ready(pilot)
+            assert isinstance(app.screen, RunScreen)
+            await pilot.press(back)
+            await pilot.pause()
+            assert app.screen is runs
+        await pilot.press("G", "enter")  # the bad file: its error, then back
+        await ready(pilot)
+        assert isinstance(app.screen, RunScreen)
+        assert "not valid JSON" in shown(app.screen.query_one("#banner", Static))
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is runs
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code in (0, None)
+
+
+async def test_an_empty_folder_says_so(tmp_path: Path) -> None:
+    """A folder without run files shows how to get some, not a blank screen."""
+    app = StromaViewApp([tmp_path])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert "no run files here" in visible_lines(app.screen.query_one("#runs", VirtualList))[0]
+
+
+async def test_the_footer_never_cuts_quit_and_help(fixtures: Path) -> None:
+    """At 80 and 160 columns, every screen's footer shows q and ? inside the screen."""
+    from textual.widgets import Footer
+
+    for width in (80, 160):
+        app = StromaViewApp([fixtures / "failed.json", fixtures / "resumed.json"])
+        async with app.run_test(size=(width, 24)) as pilot:
+            await ready(pilot)
+            for key in ("", "dollar_sign", "escape"):  # Diff, Cost, back to Diff... then Run
+                if key:
+                    await pilot.press(key)
+                    await ready(pilot)
+                keys = {str(k.key): k.region for k in app.screen.query_one(Footer).query("FooterKey")}
+                for needed in ("q", "question_mark"):
+                    assert needed in keys, (width, type(app.screen).__name__, list(keys))
+                    region = keys[needed]
+                    assert region.width > 0, (width, needed)
+                    assert region.right <= width, (width, needed, region)
+
+
+@pytest.fixture
+def writer() -> Iterator[subprocess.Popen[bytes]]:
+    """A process standing in for a run's writer (the test kills it; killed afterwards anyway)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+async def test_a_followed_run_whose_writer_dies_turns_interrupted(
+    tmp_path: Path, failed_lines: list[str], writer: subprocess.Popen[bytes]
+) -> None:
+    """Live while its writer's pid runs (banner says how long since the last event); once the
+    writer is gone, the next poll marks the run and its running node interrupted and stops."""
+    live = tmp_path / "live.jsonl"
+    started = next(i for i, x in enumerate(failed_lines) if '"AttemptStarted"' in x)
+    app = live_run(live, failed_lines[: started + 1], writer.pid)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await live_screen(pilot)
+        assert "live: following live.jsonl; last event" in shown(screen.query_one("#banner", Static))
+        writer.kill()
+        writer.wait()
+        assert screen.poll_follow() == 0
+        await pilot.pause()
+        assert "INTERRUPTED" in shown(screen.query_one("#header", Static))
+        assert "interrupted: its writer" in shown(screen.query_one("#banner", Static))
+        assert screen.follower is None
+        assert screen.index is not None
+        assert "interrupted" in {n.status for n in screen.index.nodes}

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def test_summary_of_a_failed_run_exits_one(fixtures: Path) -> None:
     """``--summary`` prints the header and failures, and exits 1 for a run that failed."""
     out = run_cli("--summary", fixtures / "failed.json")
     assert out.returncode == 1, out.stderr
-    assert "doc-run-42 · FAILED · 5 nodes · 7 attempts · 4 failures" in out.stdout
+    assert "doc-run-42 · FAILED · 5 nodes · 7 attempts (4 failed) · 1 failed node" in out.stdout
     assert "classify #1 stroma.contracts.ContractViolation [TERMINAL" in out.stdout
 
 
@@ -54,7 +55,8 @@ def test_summary_of_a_completed_run_exits_zero(fixtures: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["text", "markdown", "json"])
 def test_diff_formats_and_exit_codes(fixtures: Path, fmt: str) -> None:
-    """``--diff`` prints the same labels in every format; a fixing resume exits 0, the reverse 1."""
+    """``--diff`` prints the same labels in every format, in both argument orders (runs are ordered
+    by start time); a fixing resume exits 0, a newer run that fails again exits 1."""
     better = run_cli("--diff", fixtures / "failed.json", fixtures / "resumed.json", "--format", fmt)
     assert better.returncode == 0, better.stderr
     if fmt == "json":
@@ -67,8 +69,30 @@ def test_diff_formats_and_exit_codes(fixtures: Path, fmt: str) -> None:
     else:
         assert "re-ran, different output" in better.stdout
         assert "fixed" in better.stdout
-    worse = run_cli("--diff", fixtures / "resumed.json", fixtures / "failed.json", "--format", fmt)
+    backwards = run_cli("--diff", fixtures / "resumed.json", fixtures / "failed.json", "--format", fmt)
+    assert backwards.returncode == 0, backwards.stderr
+    if fmt == "json":
+        assert json.loads(backwards.stdout) | {"reordered": None} == data | {"reordered": None}
+    else:
+        assert "ordered by start time, not argument order" in backwards.stdout
+        assert backwards.stdout.split("\n")[2:] == better.stdout.split("\n")[2:]
+    worse = run_cli(
+        "--diff", tmp_path_factory_newer_failed(fixtures), fixtures / "resumed.json", "--format", fmt
+    )
     assert worse.returncode == 1
+    if fmt != "json":
+        assert "NEWER RUN IS WORSE: ended FAILED after RESUMED" in worse.stdout
+
+
+def tmp_path_factory_newer_failed(fixtures: Path) -> Path:
+    """failed.json moved a day later: a newer run than resumed.json that failed again."""
+    doc = json.loads((fixtures / "failed.json").read_text(encoding="utf-8"))
+    for e in doc["events"]:
+        e["ts"] += 86_400
+    doc["header"]["started_at"] += 86_400
+    out = Path(tempfile.mkdtemp()) / "failed-again.json"
+    out.write_text(json.dumps(doc), encoding="utf-8")
+    return out
 
 
 def test_summary_json_of_truncated_run(fixtures: Path) -> None:
@@ -165,3 +189,21 @@ def test_a_reader_that_goes_away_is_not_a_traceback(fixtures: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert b"Traceback" not in err
     assert proc.returncode == 0
+
+
+def test_diff_exit_status_follows_time_order_and_final_failures(fixtures: Path) -> None:
+    """A killed run then a newer FAILED one exits 1 in either argument order; the reverse story
+    (failed, then a resume that recovers with retries) exits 0 in either order."""
+    newer_failed = tmp_path_factory_newer_failed(fixtures)
+    for args in ((fixtures / "truncated.jsonl", newer_failed), (newer_failed, fixtures / "truncated.jsonl")):
+        out = run_cli("--diff", *args)
+        assert out.returncode == 1, out.stdout
+        assert "INTERRUPTED → " in out.stdout
+        assert "ended FAILED after INTERRUPTED" in out.stdout
+    for args in (
+        (fixtures / "failed.json", fixtures / "resumed.json"),
+        (fixtures / "resumed.json", fixtures / "failed.json"),
+    ):
+        out = run_cli("--diff", *args, "--format", "json")
+        data = json.loads(out.stdout)
+        assert (out.returncode, data["worse"], data["delta"]["final_failures"]) == (0, False, -1)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from stroma import RunFileError
+from stroma.runfile import RunStream, peek_header
 from viewer.model import (
     DiffView,
-    JsonlFollower,
     Listing,
     RunIndex,
     ViewerInputError,
@@ -19,7 +20,6 @@ from viewer.model import (
     diff_report,
     load,
     parse_query,
-    peek_header,
     scan_folder,
     summary_report,
 )
@@ -250,9 +250,10 @@ def test_summary_report_formats_agree(fixtures: Path) -> None:
     text = summary_report(index, "text")
     md = summary_report(index, "markdown")
     data = json.loads(summary_report(index, "json"))
-    assert "FAILED · 5 nodes · 7 attempts · 4 failures" in text
-    assert "| ✖ | `classify` |" in md
-    assert (data["status"], data["attempts"], data["failures"], data["bad"]) == ("FAILED", 7, 4, True)
+    assert "FAILED · 5 nodes · 7 attempts (4 failed) · 1 failed node" in text
+    assert "| ✖ | `classify` | failed |" in md
+    counts = (data["status"], data["attempts"], data["failed_attempts"], data["failed_nodes"], data["bad"])
+    assert counts == ("FAILED", 7, 4, 1, True)
 
 
 def test_diff_report_json_is_the_comparison(fixtures: Path) -> None:
@@ -269,9 +270,11 @@ def test_truncated_jsonl_loads_its_valid_prefix(fixtures: Path) -> None:
     loaded = load(fixtures / "truncated.jsonl")
     assert loaded.record.truncated
     assert loaded.record.truncated_at_line == 24
-    assert loaded.can_follow
+    assert loaded.record.interrupted  # written long ago by a writer that left no pid: gone
+    assert not loaded.can_follow
     index = RunIndex(loaded.record)
-    assert index.by_id["tag"].status == "running"
+    assert index.by_id["tag"].status == "interrupted"
+    assert index.state == "INTERRUPTED"
 
 
 def test_follower_reads_appended_lines_and_waits_for_complete_ones(
@@ -283,7 +286,7 @@ def test_follower_reads_appended_lines_and_waits_for_complete_ones(
     live.write_text("\n".join(lines[:6]) + "\n", encoding="utf-8")
     loaded = load(live)
     index = RunIndex(loaded.record)
-    follower = JsonlFollower.after(loaded)
+    follower = loaded.stream
     assert follower.poll() == []
     with live.open("a", encoding="utf-8") as fh:
         fh.write(lines[6] + "\n" + lines[7][:10])
@@ -300,7 +303,7 @@ def test_follower_reads_appended_lines_and_waits_for_complete_ones(
 def test_peek_reads_the_header_without_the_events(fixtures: Path) -> None:
     """The header peek gets run id, status and totals from the first bytes (and last line)."""
     peek = peek_header(fixtures / "failed.json")
-    assert (peek.run_id, peek.status, peek.error) == ("doc-run-42", "FAILED", None)
+    assert (peek.run_id, peek.status, peek.stroma_version) == ("doc-run-42", "FAILED", "0.4.0.dev0")
     assert peek_header(fixtures / "truncated.jsonl").status is None
 
 
@@ -353,20 +356,17 @@ def test_bad_input_is_one_paragraph_naming_file_and_line(
 @pytest.mark.parametrize("name", ["failed.json", "parallel.json", "big.json"])
 def test_streamed_events_equal_the_loaders(fixtures: Path, tmp_path: Path, name: str) -> None:
     """Streaming a run (.json, and the same run as .jsonl) yields exactly load_run's events."""
-    from viewer.model.loading import record_from_stream, stream_events
-
     expected = load(fixtures / name).record
     jsonl = tmp_path / (Path(name).stem + ".jsonl")
     lines = [json.dumps({"format": "stroma.run", "version": 1, "header": expected.header.to_dict()})]
     doc = json.loads((fixtures / name).read_text(encoding="utf-8"))
     jsonl.write_text("\n".join(lines + [json.dumps(e) for e in doc["events"]]) + "\n")
     for path in (fixtures / name, jsonl):
-        batches = list(stream_events(path, batch_size=500))
-        events = [e for b in batches for e in b]
+        stream = RunStream(path, batch_size=500)
+        events = [e for b in stream.batches() for e in b]
         assert events == expected.events
-        streamed = record_from_stream(path, events).record
-        assert streamed.header.status == expected.header.status
-        assert streamed.header.run_id == expected.header.run_id
+        assert stream.record is not None
+        assert stream.record.header == expected.header
 
 
 @pytest.mark.parametrize(
@@ -375,38 +375,162 @@ def test_streamed_events_equal_the_loaders(fixtures: Path, tmp_path: Path, name:
         '{"format": "stroma.run", "version": 1, "header": {"run_id": "x"}, "events": [{"type": 1}]}',
         '{"format": "stroma.run", "version": 9, "header": {"run_id": "x"}, "events": []}',
         '{"format": "other", "version": 1, "header": {"run_id": "x"}, "events": []}',
-        "[]",
     ],
 )
 def test_stream_falls_back_to_the_loader_on_anything_unusual(tmp_path: Path, content: str) -> None:
-    """Bad or unusual files make the fast stream give up, so the loader's message is used."""
-    from viewer.model.loading import StreamFallback, stream_events
-
+    """Bad or unusual files make the stream use the loader, so its message (and rules) are used."""
     path = tmp_path / "odd.json"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(StreamFallback):
-        list(stream_events(path))
+    with pytest.raises(RunFileError) as info:
+        list(RunStream(path).batches())
+    assert str(info.value).startswith(str(path))
 
 
 def test_stream_leaves_a_truncated_jsonl_to_the_loader(fixtures: Path) -> None:
-    """A .jsonl without its final newline (killed mid-line) is not streamed."""
-    from viewer.model.loading import StreamFallback, stream_events
+    """A .jsonl without its final newline (killed mid-line) is read by the loader, marked truncated."""
+    stream = RunStream(fixtures / "truncated.jsonl")
+    events = [e for b in stream.batches() for e in b]
+    assert stream.record is not None
+    assert stream.record.truncated
+    assert stream.record.events == events
 
-    with pytest.raises(StreamFallback):
-        list(stream_events(fixtures / "truncated.jsonl"))
 
-
-def test_peek_and_stream_handle_a_header_bigger_than_the_first_read(
-    fixtures: Path, tmp_path: Path
-) -> None:
+def test_peek_and_stream_handle_a_header_bigger_than_the_first_read(fixtures: Path, tmp_path: Path) -> None:
     """A header listing 20k pipeline nodes (far over 64 KiB) is still peeked and streamed."""
-    from viewer.model.loading import stream_events
-
     doc = json.loads((fixtures / "failed.json").read_text(encoding="utf-8"))
     doc["header"]["pipeline"] = [f"node_{i:06d}" for i in range(20_000)]
     path = tmp_path / "wide.json"
     path.write_text(json.dumps(doc), encoding="utf-8")
     peek = peek_header(path)
-    assert peek.error is None
     assert (peek.run_id, peek.status, len(peek.pipeline)) == ("doc-run-42", "FAILED", 20_000)
-    assert sum(len(b) for b in stream_events(path)) == len(doc["events"])
+    assert sum(len(b) for b in RunStream(path).batches()) == len(doc["events"])
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Modules a file imports at run time (anywhere in it, except under ``if TYPE_CHECKING``)."""
+    import ast
+
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def test_no_import_cycles_between_runfile_and_trace_or_screens_and_app() -> None:
+    """stroma.runfile never imports stroma.trace, and no screen or widget imports viewer.app."""
+    root = Path(__file__).parents[2]
+    assert not {m for m in _runtime_imports(root / "stroma" / "runfile.py") if m.startswith("stroma.trace")}
+    for path in [*(root / "viewer" / "screens").glob("*.py"), *(root / "viewer" / "widgets").glob("*.py")]:
+        assert "viewer.app" not in _runtime_imports(path), path
+
+
+def _as_jsonl(record_path: Path, out: Path) -> None:
+    """Write the run at ``record_path`` as the .jsonl a trace dir would have written."""
+    doc = json.loads(record_path.read_text(encoding="utf-8"))
+    lines = [json.dumps({k: doc[k] for k in ("format", "version", "header")})]
+    out.write_text("\n".join(lines + [json.dumps(e) for e in doc["events"]]) + "\n", encoding="utf-8")
+
+
+def test_folder_lists_one_row_per_run_and_lineage_from_run_ids(fixtures: Path, tmp_path: Path) -> None:
+    """A run's .json and .jsonl copies make one row (the .json shown); names do not make lineage."""
+    (tmp_path / "zzz-first.json").write_bytes((fixtures / "resumed.json").read_bytes())
+    _as_jsonl(fixtures / "resumed.json", tmp_path / "aaa-copy.jsonl")
+    (tmp_path / "resumed-later.json").write_bytes((fixtures / "failed.json").read_bytes())
+    entries = scan_folder(tmp_path)
+    assert [e.path.name for e in entries] == ["resumed-later.json", "zzz-first.json"]
+    assert entries[1].copies == (tmp_path / "aaa-copy.jsonl",)
+    assert entries[1].resumes == tmp_path / "resumed-later.json"  # it started later, same run id
+    assert [e.state for e in entries] == ["FAILED", "RESUMED"]
+
+
+def test_interrupted_nodes_count_under_failures_only(fixtures: Path) -> None:
+    """A node cut off by a kill (and its attempt) stays visible with 'failures only' on."""
+    listing = Listing(_index(fixtures, "truncated.jsonl"))
+    listing.toggle_failures_only()
+    keys = [(r.node.node_id, r.attempt.outcome if r.attempt else r.node.status) for r in listing.rows]
+    assert ("tag", "interrupted") in keys
+    assert keys.count(("tag", "interrupted")) == 2  # the node row and its cut-off attempt
+
+
+def test_writer_liveness_rule(fixtures: Path, tmp_path: Path) -> None:
+    """Same host: live while the writer's pid is; a dead pid is gone; no pid: stale after 5 min."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from stroma.runfile import STALE_AFTER_S, RunHeader
+
+    here = socket.gethostname()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    path = tmp_path / "r.jsonl"
+    assert RunHeader("r", writer_host=here, writer_pid=os.getpid()).writer_alive(path)
+    assert not RunHeader("r", writer_host=here, writer_pid=int(dead.stdout)).writer_alive(path)
+    fresh, stale = time.time() - 1, time.time() - STALE_AFTER_S - 1
+    assert RunHeader("r", writer_host="elsewhere", writer_pid=1, last_event_at=fresh).writer_alive(path)
+    assert not RunHeader("r", last_event_at=stale).writer_alive(path)
+    assert not RunHeader("r", status="COMPLETED", last_event_at=fresh).writer_alive(path)
+    assert not RunHeader("r", last_event_at=fresh).writer_alive(tmp_path / "saved.json")
+
+
+def test_timeline_marks_failures_backoff_the_cut_off_node_and_restored_nodes(fixtures: Path) -> None:
+    """The waterfall puts every attempt on one axis: failed ✖, backoff ┄, cut off ↯, restored ⤳."""
+    from viewer.model.timeline import timeline_pair, timeline_text
+
+    def lines(name: str) -> dict[str, str]:
+        text = timeline_text(_index(fixtures, name), 80)
+        return {line.split("│")[0].strip(): line for line in text.splitlines() if "│" in line}
+
+    failed = lines("failed.json")
+    assert "✖" in failed["tag"]
+    assert "┄" in failed["tag"]
+    assert failed["tag"].split("│")[1].rstrip().endswith("█")  # the retry that succeeded
+    assert "↯" in lines("truncated.jsonl")["tag"]
+    resumed = lines("resumed.json")
+    bar = resumed["fetch"].split("│")[1]
+    assert bar.strip() == "⤳"  # zero width: restored, not run
+    both = timeline_pair(_index(fixtures, "failed.json"), _index(fixtures, "resumed.json"), ["tag"], 80)
+    a_line, b_line = (x for x in both.splitlines() if "tag" in x)
+    assert a_line.startswith("a tag")
+    assert b_line.startswith("b tag")
+    assert len(a_line.split("│")[1]) == len(b_line.split("│")[1])  # one axis
+
+
+def test_search_opens_collapsed_nodes_numbers_matches_and_names_unknown_keys(fixtures: Path) -> None:
+    """A match inside a collapsed node expands it; matches are numbered; an unknown key says so."""
+    listing = Listing(_index(fixtures, "failed.json"))
+    listing.collapse("summarize")
+    matches = listing.search("TimeoutError")
+    assert "summarize" not in listing.collapsed
+    assert len(matches) == 3  # the node (its last error) and its two timed-out attempts
+    assert listing.match_number(matches[2]) == 3
+    assert listing.match_number(0) is None
+    listing.search("colour=red")
+    assert listing.unknown_key() is not None
+    assert "unknown search key 'colour'" in (listing.unknown_key() or "")
+    listing.search("word_count=11")  # a field of the attempts' states is a known key
+    assert listing.unknown_key() is None
+
+
+def test_events_tab_formats_numbers(fixtures: Path) -> None:
+    """The Events tab shows durations in ms/s and costs in $, never raw floats."""
+    index = _index(fixtures, "failed.json")
+    rows = Listing(index).rows
+    row = next(r for r in rows if r.attempt is not None and r.node.node_id == "summarize")
+    text = tab_text("events", row, index)
+    assert "duration_ms=500.0 ms" in text
+    assert "0000000" not in text

@@ -46,7 +46,16 @@ CASES: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "cost_failed": (("failed.json",), ["dollar_sign"]),
     "runs_folder": ((), ["j"]),
     "help_run": (("failed.json",), ["question_mark"]),
+    "timeline_failed": (("failed.json",), ["7"]),
+    "timeline_interrupted": (("truncated.jsonl",), ["7"]),
+    "timeline_resumed": (("resumed.json",), ["7"]),
+    "timeline_failed_80x24": (("failed.json",), ["7"]),
+    "timeline_failed_200x50": (("failed.json",), ["7"]),
+    "diff_timeline_80x24": (("failed.json", "resumed.json"), ["n"]),
+    "diff_timeline_200x50": (("failed.json", "resumed.json"), ["n"]),
+    "runs_folder_80x24": ((), ["j"]),
 }
+SIZES = {"80x24": (80, 24), "200x50": (200, 50)}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -61,4 +70,5 @@ def test_screen_snapshot(snap_compare: SnapCompare, case: str) -> None:
         await _loaded(pilot)
 
     before: Callable[[Pilot[Any]], Awaitable[None]] = run_before
-    assert snap_compare(_app(*names), terminal_size=SIZE, run_before=before)
+    size = SIZES.get(case.rsplit("_", 1)[-1], SIZE)
+    assert snap_compare(_app(*names), terminal_size=size, run_before=before)

@@ -12,8 +12,10 @@ import pytest
 
 from stroma import RunRecord
 from stroma import events as ev
-from viewer.model import Listing, RunIndex, load, loading
-from viewer.model.loading import StreamFallback, collector_paused, stream_events
+from stroma import runfile as loading
+from stroma.runfile import _Unusual as StreamFallback  # the fast path giving up (the loader reads)
+from viewer.model import Listing, RunIndex, load
+from viewer.model.loading import collector_paused
 
 from .conftest import jsonl_lines
 
@@ -43,7 +45,14 @@ def compact(doc: dict[str, Any]) -> str:
 
 
 def streamed(path: Path, batch_size: int = 20_000) -> list[ev.LifecycleEvent]:
-    return [e for batch in stream_events(path, batch_size=batch_size) for e in batch]
+    """The fast path's events (it raises StreamFallback where the loader takes over)."""
+    return [e for batch in loading.RunStream(path, batch_size)._fast() for e in batch]
+
+
+def _events_array(text: str) -> list[Any]:
+    found = loading._top_level(text, "events")
+    assert found is not None
+    return [obj for piece in loading._json_event_objects(text, found[1]) for obj in piece]
 
 
 @pytest.mark.parametrize("chunk", [1, 40, 700, 5_000, 256 * 1024])
@@ -57,7 +66,7 @@ def test_chunked_run_json_gives_exactly_the_events_array(
     doc = tricky_doc(fixtures)
     text = compact(doc)
     assert text.count('},{"type":') > len(doc["events"])  # there are false cuts to reject
-    elements = [obj for piece in loading._stream_json_events(text) for obj in piece]
+    elements = _events_array(text)
     assert elements == doc["events"]
     path = tmp_path / "tricky.json"
     path.write_text(text, encoding="utf-8")
@@ -71,7 +80,7 @@ def test_chunking_gives_up_after_misses_and_still_decodes_everything(
     monkeypatch.setattr(loading, "_CHUNK_CHARS", 1)
     monkeypatch.setattr(loading, "_CHUNK_MISSES", 1)
     doc = tricky_doc(fixtures)
-    elements = [obj for piece in loading._stream_json_events(compact(doc)) for obj in piece]
+    elements = _events_array(compact(doc))
     assert elements == doc["events"]
 
 
@@ -130,7 +139,7 @@ def test_batches_keep_their_sizes(fixtures: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(loading, "_CHUNK_CHARS", 10_000)
     path = fixtures / "big.json"
     total = len(load(path).record.events)
-    sizes = [len(b) for b in stream_events(path, batch_size=batch_size)]
+    sizes = [len(b) for b in loading.RunStream(path, batch_size).batches()]
     assert sizes == expected_sizes(total, batch_size)
 
 

@@ -60,3 +60,30 @@ def test_stroma_view_in_tmux(session: str, fixtures: Path) -> None:
     _wait_for(session, "upstream API timed out after 500 ms")
     _tmux("send-keys", "-t", session, "q")
     _wait_for(session, "EXITED=0")
+
+
+def test_demo_folder_in_tmux_killed_run_back_and_diff(session: str, tmp_path: Path) -> None:
+    """On a real demo run: open runs/, open the killed run (interrupted), Esc back, diff it against
+    its resume, quit."""
+    root = Path(__file__).parents[2]
+    demo = subprocess.run(
+        [sys.executable, str(root / "examples" / "demo.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    script = Path(sys.executable).parent / "stroma-view"
+    command = f"env -u COLUMNS -u LINES {script} {tmp_path}; echo EXITED=$?; sleep 30"
+    _tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "30", command)
+    listing = _wait_for(session, "INTERRUPTED", "RESUMED", "3 runs in 5 files")
+    assert "resumes demo-research-1-" in listing
+    _tmux("send-keys", "-t", session, "j", "Enter")  # the killed run: second by start time
+    _wait_for(session, "interrupted: its writer", "cut off: publish")
+    _tmux("send-keys", "-t", session, "Escape")
+    _wait_for(session, "3 runs in 5 files")
+    _tmux("send-keys", "-t", session, "j", "d")  # the resumed run, diffed against the run it resumed
+    _wait_for(session, "INTERRUPTED → RESUMED", "publish", "fixed", "older: demo-research-1-")
+    _tmux("send-keys", "-t", session, "q")
+    _wait_for(session, "EXITED=0")

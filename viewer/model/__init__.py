@@ -9,22 +9,13 @@ from viewer.model.diff import DiffView
 from viewer.model.folder import RunEntry, scan_folder
 from viewer.model.index import Attempt, Node, RunIndex
 from viewer.model.listing import Listing, Query, Row, parse_query
-from viewer.model.loading import (
-    HeaderPeek,
-    JsonlFollower,
-    LoadedRun,
-    ViewerInputError,
-    load,
-    peek_header,
-)
+from viewer.model.loading import LoadedRun, ViewerInputError, load, peek
 from viewer.model.report import diff_report, summary_report
 
 __all__ = [
     "Attempt",
     "CostReport",
     "DiffView",
-    "HeaderPeek",
-    "JsonlFollower",
     "Listing",
     "LoadedRun",
     "Node",
@@ -37,7 +28,7 @@ __all__ = [
     "diff_report",
     "load",
     "parse_query",
-    "peek_header",
+    "peek",
     "scan_folder",
     "summary_report",
 ]

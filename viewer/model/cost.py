@@ -49,13 +49,16 @@ class BudgetDecision:
 
 @dataclass(slots=True)
 class CostReport:
-    """The Cost screen's model."""
+    """The Cost screen's model: this run's spend by node (``total_*``), and what the run carried
+    over from the runs it resumed (``carried_*``), kept apart."""
 
     nodes: list[NodeCost] = field(default_factory=list)
     total_tokens: int = 0
     total_cost_usd: float = 0.0
     failed_tokens: int = 0
     failed_cost_usd: float = 0.0
+    carried_tokens: int = 0
+    carried_cost_usd: float = 0.0
     decisions: list[BudgetDecision] = field(default_factory=list)
 
     @property
@@ -75,6 +78,8 @@ class CostReport:
             "failed_tokens": self.failed_tokens,
             "failed_cost_usd": self.failed_cost_usd,
             "failed_share": self.failed_share,
+            "carried_tokens": self.carried_tokens,
+            "carried_cost_usd": self.carried_cost_usd,
             "nodes": [
                 {
                     "node_id": n.node_id,
@@ -104,21 +109,23 @@ class CostReport:
 
 def cost_report(index: RunIndex) -> CostReport:
     """Roll up the run's cost by node and its budget decisions."""
-    report = CostReport()
+    report = CostReport(
+        total_tokens=index.tokens,
+        total_cost_usd=index.cost_usd,
+        carried_tokens=index.carried_tokens,
+        carried_cost_usd=index.carried_cost_usd,
+    )
     for node in index.nodes:
-        failed_tokens = sum(a.tokens for a in node.attempts if a.failed)
         nc = NodeCost(
             node.node_id,
             len(node.attempts),
-            sum(1 for a in node.attempts if a.failed),
+            node.failures,
             node.tokens,
             node.cost_usd,
-            failed_tokens,
+            node.failed_tokens,
             node.failed_cost_usd,
         )
-        report.total_tokens += nc.tokens
-        report.total_cost_usd += nc.cost_usd
-        report.failed_tokens += failed_tokens
+        report.failed_tokens += nc.failed_tokens
         report.failed_cost_usd += nc.failed_cost_usd
         if nc.attempts:
             report.nodes.append(nc)

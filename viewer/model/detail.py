@@ -24,12 +24,14 @@ __all__ = [
     "fmt_tokens",
     "fmt_ts",
     "input_text",
+    "node_figures",
     "output_text",
+    "plural",
     "record_json",
     "tab_text",
 ]
 
-TABS = ("attempt", "input", "output", "failure", "events", "json")
+TABS = ("attempt", "input", "output", "failure", "events", "json", "timeline")
 
 
 def fmt_ms(ms: float | None) -> str:
@@ -56,6 +58,23 @@ def fmt_ts(ts: float | None) -> str:
     if ts is None:
         return "–"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def plural(count: int, word: str) -> str:
+    """``1 attempt`` / ``2 attempts`` (the count formatted with separators)."""
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
+
+
+def node_figures(n: Node) -> tuple[str, str, str, str, str]:
+    """A node's figures, worded as every screen and the headless output show them: attempts, wall
+    time (backoff included), the attempts' own time, this run's tokens and cost."""
+    return (
+        plural(len(n.attempts), "attempt"),
+        f"wall {fmt_ms(n.wall_ms)}",
+        f"attempts {fmt_ms(n.attempt_ms)}",
+        f"{fmt_tokens(n.tokens)} tok",
+        fmt_cost(n.cost_usd),
+    )
 
 
 def _dump(value: Any) -> str:
@@ -145,11 +164,26 @@ def failure_text(row: Row, index: RunIndex) -> str:
     return "\n\n".join(parts)
 
 
+def _short_value(key: str, value: Any) -> str:
+    """A field of an event, formatted: durations in ms / s, costs in $, other floats to 4 digits."""
+    if isinstance(value, float):
+        if key.endswith("_ms"):
+            return fmt_ms(value)
+        if key.endswith("_usd"):
+            return fmt_cost(value)
+        if key.endswith("_s"):
+            return fmt_ms(value * 1000.0)
+        return f"{value:.4g}"
+    return str(value)
+
+
 def event_line(e: ev.LifecycleEvent) -> str:
     """One event as a short line."""
     data = ev.event_to_dict(e)
     skip = {"type", "run_id", "ts", "node_id", "input_state", "output_state", "carrier", "parent_carrier"}
-    fields = " ".join(f"{k}={v}" for k, v in data.items() if k not in skip and v not in (None, ""))
+    fields = " ".join(
+        f"{k}={_short_value(k, v)}" for k, v in data.items() if k not in skip and v not in (None, "")
+    )
     return f"{fmt_ts(e.ts)[11:]} {e.kind:<17} {fields}"
 
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from stroma import NodeChange, NodeComparison, RunComparison, RunRecord, compare_runs
-from stroma.compare import FieldChange, NodeSide
-from viewer.model.detail import fmt_cost, fmt_ms
+from stroma.compare import FieldChange
+from stroma.summary import NodeSummary
+from viewer.model.detail import fmt_cost, fmt_ms, fmt_ts, node_figures
+from viewer.model.timeline import timeline_pair
 
-__all__ = ["CHANGE_ICONS", "DiffView", "delta_parts", "field_lines"]
+__all__ = ["CHANGE_ICONS", "DiffView", "delta_parts", "field_lines", "order_line"]
 
 CHANGE_ICONS = {
     NodeChange.RESTORED: "⤳",
@@ -34,17 +37,29 @@ def _signed(value: float, fmt: str) -> str:
     return _sign(value) + format(abs(value), fmt)
 
 
+def order_line(c: RunComparison) -> str:
+    """Which run is older and why: the two are ordered by start time, not by argument order."""
+
+    def name(file: str | None, run_id: str) -> str:
+        return Path(file).name if file else run_id
+
+    text = (
+        f"older: {name(c.a_file, c.a_run_id)} (started {fmt_ts(c.a_started_at)} UTC) → "
+        f"newer: {name(c.b_file, c.b_run_id)} (started {fmt_ts(c.b_started_at)} UTC)"
+    )
+    return text + (" · ordered by start time, not argument order" if c.reordered else "")
+
+
 def delta_parts(c: RunComparison) -> list[tuple[str, str]]:
-    """The delta strip as (label, value) pairs: Δ status, duration, tokens, cost, failures."""
-    status = f"{c.a_status or 'unfinished'} → {c.b_status or 'unfinished'}"
-    dur = fmt_ms(abs(c.duration_ms_delta))
-    cost = fmt_cost(abs(c.cost_usd_delta))
+    """The delta strip as (label, value) pairs: Δ status, wall time, this run's tokens and cost,
+    failed nodes (final failures) and failed attempts."""
     return [
-        ("Δ status", status),
-        ("Δ duration", _sign(c.duration_ms_delta) + dur),
-        ("Δ tokens", _signed(c.tokens_delta, ",")),
-        ("Δ cost", _sign(c.cost_usd_delta) + cost),
-        ("Δ failures", _signed(c.failures_delta, "d")),
+        ("Δ status", f"{c.a_status} → {c.b_status}"),
+        ("Δ wall", _sign(c.wall_ms_delta) + fmt_ms(abs(c.wall_ms_delta))),
+        ("Δ tokens (this run)", _signed(c.tokens_delta, ",")),
+        ("Δ cost (this run)", _sign(c.cost_usd_delta) + fmt_cost(abs(c.cost_usd_delta))),
+        ("Δ failed nodes", _signed(c.final_failures_delta, "d")),
+        ("Δ failed attempts", _signed(c.failed_attempts_delta, "d")),
     ]
 
 
@@ -71,9 +86,9 @@ class DiffView:
     """Rows of the Diff screen with the changed-only toggle."""
 
     def __init__(self, a: RunRecord, b: RunRecord) -> None:
-        self.a = a
-        self.b = b
         self.comparison = compare_runs(a, b)
+        # a is the run that started first, whatever the argument order.
+        self.a, self.b = (b, a) if self.comparison.reordered else (a, b)
         self.changed_only = False
         self.rows: list[NodeComparison] = list(self.comparison.nodes)
 
@@ -103,13 +118,19 @@ class DiffView:
         lines += _state_block("input", a.input, b.input, row.input_changes)
         return "\n".join(lines)
 
+    def timeline(self, width: int = 60) -> str:
+        """Both runs' waterfalls on one time axis (each from its own start)."""
+        c = self.comparison
+        if c.summaries is None:
+            return ""
+        return timeline_pair(*c.summaries, [n.node_id for n in c.nodes], width)
 
-def _side_line(label: str, side: NodeSide) -> str:
-    """One run's view of a node: status, attempts, failures, time, tokens, cost, last error."""
-    return (
-        f"  {label}: {side.status:<11} attempts {side.attempts}  failures {side.failures}  "
-        f"{fmt_ms(side.duration_ms)}  {side.tokens:,} tok  {fmt_cost(side.cost_usd)}"
-        + (f"  [{side.failure_class}] {side.error_type}" if side.failures else "")
+
+def _side_line(label: str, side: NodeSummary) -> str:
+    """One run's view of a node: status, then its figures as every screen words them, last error."""
+    figures = "  ".join(node_figures(side))
+    return f"  {label}: {side.status.replace('_', ' '):<11} {figures}  failed {side.failures}" + (
+        f"  [{side.failure_class}] {side.error_type}" if side.failures else ""
     )
 
 
@@ -120,8 +141,12 @@ def _state_block(
     changes: Callable[[], list[FieldChange]],
 ) -> list[str]:
     """``name:`` and its field-level changes, "(same)", or why there is nothing to compare."""
+    if before is None and after is None:
+        return [f"{name}:", "  (neither run has one)"]
     if before is None or after is None:
-        return [f"{name}:", f"  (only one run has an {name} for this node)"]
+        only, value = ("b", after) if before is None else ("a", before)
+        shown = json.dumps(value, indent=2, ensure_ascii=False, default=str).splitlines()
+        return [f"{name} (only run {only} has one):", *("  " + x for x in shown)]
     found = changes()
     if not found:
         return [f"{name}:", "  (same)"]

@@ -6,6 +6,7 @@ exist; a search marks matching rows without hiding the others, like ``less``.
 
 from __future__ import annotations
 
+import bisect
 import operator
 import re
 from collections.abc import Callable
@@ -40,10 +41,10 @@ class Row:
 
     @property
     def failed(self) -> bool:
-        """True for a failed attempt, or a node that failed."""
+        """True for a failed or cut-off attempt, or a node that failed or was cut off."""
         if self.attempt is not None:
-            return self.attempt.failed
-        return self.node.status == "failed"
+            return self.attempt.failed or self.attempt.cut_off
+        return self.node.status == "failed" or self.node.cut_off
 
 
 _KEY_VALUE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*=\s*(.*?)\s*$")
@@ -172,7 +173,7 @@ class Listing:
         return self.class_filter is None or self.class_filter in node.failure_classes()
 
     def _keep_attempt(self, attempt: Attempt) -> bool:
-        if self.failures_only and not attempt.failed:
+        if self.failures_only and not (attempt.failed or attempt.cut_off):
             return False
         return self.class_filter is None or attempt.failure_class == self.class_filter
 
@@ -247,10 +248,44 @@ class Listing:
     # -- search ----------------------------------------------------------------------------
 
     def search(self, text: str) -> list[int]:
-        """Mark the rows matching ``text``; returns their positions."""
-        self.query = parse_query(text)
-        self._search()
+        """Mark the rows matching ``text`` (expanding a collapsed node whose attempts match);
+        returns their positions."""
+        self.query = q = parse_query(text)
+        opened = [
+            node_id
+            for node_id in self.collapsed
+            if any(
+                q.matches(Row(node, a), self.index)
+                for node in [self.index.by_id[node_id]]
+                for a in node.attempts
+            )
+        ]
+        if opened:
+            self.collapsed.difference_update(opened)
+            self.refresh()
+        else:
+            self._search()
         return self.matches
+
+    def match_number(self, cursor: int) -> int | None:
+        """1-based number of the match at ``cursor`` (None when the cursor is not on one)."""
+        at = bisect.bisect_left(self.matches, cursor)
+        return at + 1 if at < len(self.matches) and self.matches[at] == cursor else None
+
+    def unknown_key(self) -> str | None:
+        """Why a ``key=value`` search found nothing, when its key names nothing searchable."""
+        key = self.query.key
+        if key is None or self.matches or key.lower() in _ATTEMPT_KEYS:
+            return None
+        if key.split(".", 1)[0] in ("input", "output") and "." in key:
+            return None
+        for node in self.index.nodes:
+            for a in node.attempts:
+                for state in (self.index.input_of(a), self.index.output_of(a)):
+                    if state is not None and key in state:
+                        return None
+        known = ", ".join(sorted(_ATTEMPT_KEYS))
+        return f"unknown search key '{key}': use {known}, input.<path>, output.<path> or a state field"
 
     def clear_search(self) -> None:
         """Forget the search."""

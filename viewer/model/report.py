@@ -7,43 +7,98 @@ The same model objects the screens show (RunIndex, CostReport, RunComparison) ar
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 from stroma import RunComparison
 from viewer.model.cost import cost_report
-from viewer.model.detail import fmt_cost, fmt_ms, fmt_tokens, fmt_ts
-from viewer.model.diff import CHANGE_ICONS, delta_parts
-from viewer.model.index import RunIndex
+from viewer.model.detail import fmt_cost, fmt_ms, fmt_tokens, fmt_ts, node_figures, plural
+from viewer.model.diff import CHANGE_ICONS, delta_parts, order_line
+from viewer.model.index import Node, RunIndex
 
-__all__ = ["FORMATS", "diff_report", "run_is_bad", "summary_report"]
+__all__ = [
+    "FORMATS",
+    "diff_report",
+    "header_line",
+    "label",
+    "node_line",
+    "run_is_bad",
+    "spend_text",
+    "state_line",
+    "summary_report",
+]
+
+
+def label(status: str) -> str:
+    """A node status in words (``not_reached`` → ``not reached``)."""
+    return status.replace("_", " ")
+
 
 FORMATS = ("text", "markdown", "json")
 _GOOD = ("COMPLETED", "RESUMED")
 
 
 def run_is_bad(index: RunIndex) -> bool:
-    """True when the run did not complete (failed, partial, unfinished or truncated)."""
-    return index.header.status not in _GOOD or index.record.truncated
+    """True when the run did not complete (failed, partial, running, interrupted or truncated)."""
+    return index.state not in _GOOD or index.record.truncated
+
+
+def spend_text(tokens: int, cost_usd: float, carried_tokens: int, carried_cost_usd: float) -> str:
+    """This run's tokens and cost, then what was carried from the runs it resumed, labelled."""
+    text = f"{fmt_tokens(tokens)} tokens · {fmt_cost(cost_usd)} this run"
+    if carried_tokens or carried_cost_usd:
+        carried = f"{fmt_tokens(carried_tokens)} tokens · {fmt_cost(carried_cost_usd)}"
+        text += f" (+{carried} carried from earlier runs)"
+    return text
 
 
 def header_line(index: RunIndex) -> str:
-    """file · status · nodes · attempts · failures · tokens · cost · duration."""
+    """run id · state · nodes · attempts · failed attempts · failed nodes · spend · wall time."""
     h = index.header
-    status = h.status or ("TRUNCATED" if index.record.truncated else "RUNNING")
-    # A finished run's totals come from RunFinished (spend carried over by a resume included);
-    # an unfinished one's are what its events add up to so far.
-    tokens = h.total_tokens if h.status else index.tokens
-    cost = h.total_cost_usd if h.status else index.cost_usd
-    carried = (
-        f" (incl. {fmt_tokens(h.carried_tokens)} tokens carried from the resumed run)"
-        if h.status and h.carried_tokens
-        else ""
-    )
     return (
-        f"{h.run_id} · {status} · {len(index.nodes)} nodes · {index.attempt_count} attempts · "
-        f"{index.failure_count} failures · {fmt_tokens(tokens)} tokens{carried} · "
-        f"{fmt_cost(cost)} · {fmt_ms(h.duration_ms)}"
+        f"{h.run_id} · {index.state} · {plural(len(index.nodes), 'node')} · "
+        f"{plural(index.attempt_count, 'attempt')} ({index.failure_count:,} failed) · "
+        f"{plural(index.final_failures, 'failed node')} · "
+        f"{spend_text(index.tokens, index.cost_usd, index.carried_tokens, index.carried_cost_usd)} · "
+        f"wall {fmt_ms(index.wall_ms)}"
     )
+
+
+def state_line(index: RunIndex) -> str:
+    """What the run's state means for a reader: live (how long since the last event), interrupted
+    (when the last event was written, which node was cut off and after how long), truncated."""
+    parts: list[str] = []
+    if index.interrupted:
+        h = index.header
+        writer = f" (pid {h.writer_pid} on {h.writer_host})" if h.writer_pid else ""
+        parts.append(
+            f"interrupted: its writer{writer} is gone; last event written {fmt_ts(index.last_ts)} UTC"
+        )
+        parts += [f"cut off: {n.node_id} after {fmt_ms(n.wall_ms)}" for n in index.cut_off]
+    elif index.finished is None and index.record.path and index.record.path.endswith(".jsonl"):
+        since = time.time() - index.last_ts if index.last_ts is not None else None
+        ago = f"{since:.0f} s ago" if since is not None else "not yet"
+        parts.append(f"live: following {Path(index.record.path).name}; last event {ago}")
+    if index.record.truncated:
+        parts.append(f"truncated at line {index.record.truncated_at_line}: showing the valid prefix")
+    return " · ".join(parts)
+
+
+def _node_dict(n: Node) -> dict[str, Any]:
+    return {
+        "node_id": n.node_id,
+        "status": n.status,
+        "parent": n.parent,
+        "attempts": len(n.attempts),
+        "failed_attempts": n.failures,
+        "wall_ms": n.wall_ms,
+        "attempt_ms": n.attempt_ms,
+        "tokens": n.tokens,
+        "cost_usd": n.cost_usd,
+        "failure_class": n.failure_class,
+        "error_type": n.error_type,
+    }
 
 
 def _summary_dict(index: RunIndex) -> dict[str, Any]:
@@ -51,33 +106,24 @@ def _summary_dict(index: RunIndex) -> dict[str, Any]:
     return {
         "file": index.record.path,
         "run_id": h.run_id,
-        "status": h.status,
+        "status": index.state,
         "truncated": index.record.truncated,
         "truncated_at_line": index.record.truncated_at_line,
         "resumed_from": h.resumed_from,
-        "started_at": h.started_at,
-        "duration_ms": h.duration_ms,
+        "started_at": index.started_at,
+        "last_event_at": index.last_ts,
+        "wall_ms": index.wall_ms,
         "nodes": len(index.nodes),
         "attempts": index.attempt_count,
-        "failures": index.failure_count,
-        "total_tokens": h.total_tokens,
-        "total_cost_usd": h.total_cost_usd,
+        "failed_attempts": index.failure_count,
+        "failed_nodes": index.final_failures,
+        "cut_off": [n.node_id for n in index.cut_off],
+        "tokens": index.tokens,
+        "cost_usd": index.cost_usd,
+        "carried_tokens": index.carried_tokens,
+        "carried_cost_usd": index.carried_cost_usd,
         "bad": run_is_bad(index),
-        "node_list": [
-            {
-                "node_id": n.node_id,
-                "status": n.status,
-                "parent": n.parent,
-                "attempts": len(n.attempts),
-                "failures": n.failures,
-                "duration_ms": n.duration_ms,
-                "tokens": n.tokens,
-                "cost_usd": n.cost_usd,
-                "failure_class": n.failure_class,
-                "error_type": n.error_type,
-            }
-            for n in index.ordered()
-        ],
+        "node_list": [_node_dict(n) for n in index.ordered()],
         "failure_list": [
             {
                 "node_id": a.node_id,
@@ -93,6 +139,12 @@ def _summary_dict(index: RunIndex) -> dict[str, Any]:
     }
 
 
+def node_line(n: Node) -> str:
+    """One node's figures on one line (the headless summary, the diff's detail)."""
+    attempts, wall, own, tokens, cost = node_figures(n)
+    return f"{attempts:>11}  {n.failures:>2} failed  {wall:>14}  {own:>18}  {tokens:>11}  {cost:>8}"
+
+
 def summary_report(index: RunIndex, fmt: str = "text", max_failures: int = 20) -> str:
     """The run summary in ``fmt`` (text, markdown or json)."""
     if fmt == "json":
@@ -104,7 +156,7 @@ def summary_report(index: RunIndex, fmt: str = "text", max_failures: int = 20) -
     md = fmt == "markdown"
     out: list[str] = []
     if md:
-        out.append(f"### Stroma run `{h.run_id}` — {h.status or 'unfinished'}")
+        out.append(f"### Stroma run `{h.run_id}` — {index.state}")
         out.append("")
         out.append(f"{header_line(index)}  ")
         out.append(f"file: `{index.record.path}` · started {fmt_ts(h.started_at)} UTC")
@@ -113,32 +165,26 @@ def summary_report(index: RunIndex, fmt: str = "text", max_failures: int = 20) -
         out.append(f"file: {index.record.path} · started {fmt_ts(h.started_at)} UTC")
     if h.resumed_from:
         out.append(f"resumed from node {h.resumed_from}")
-    if index.record.truncated:
-        out.append(
-            f"TRUNCATED at line {index.record.truncated_at_line}: showing the valid prefix "
-            "(the run was killed while writing)"
-        )
+    if state := state_line(index):
+        out.append(state)
     out.append("")
     if md:
         out += [
-            "| | node | attempts | failures | time | tokens | cost | class |",
-            "|---|---|---:|---:|---:|---:|---:|---|",
+            "| | node | status | attempts | failed | wall | attempts' time | tokens | cost | class |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for n in nodes:
             out.append(
-                f"| {n.icon} | `{n.node_id}` | {len(n.attempts)} | {n.failures} | "
-                f"{fmt_ms(n.duration_ms)} | {fmt_tokens(n.tokens)} | {fmt_cost(n.cost_usd)} | "
-                f"{n.failure_class or ''} |"
+                f"| {n.icon} | `{n.node_id}` | {label(n.status)} | {len(n.attempts)} | {n.failures} | "
+                f"{fmt_ms(n.wall_ms)} | {fmt_ms(n.attempt_ms)} | {fmt_tokens(n.tokens)} | "
+                f"{fmt_cost(n.cost_usd)} | {n.failure_class or ''} |"
             )
     else:
         out.append("nodes:")
         for n in nodes:
             indent = "    " if n.parent else "  "
-            out.append(
-                f"{indent}{n.icon} {n.node_id:<24} {len(n.attempts):>3} att  "
-                f"{n.failures:>2} fail  {fmt_ms(n.duration_ms):>10}  "
-                f"{fmt_tokens(n.tokens):>8} tok  {fmt_cost(n.cost_usd):>8}  {n.failure_class or ''}"
-            )
+            head = f"{indent}{n.icon} {n.node_id:<24} {label(n.status):<12}"
+            out.append(f"{head} {node_line(n)}  {n.failure_class or ''}")
     if failures:
         out.append("")
         out.append("**failures:**" if md else "failures:")
@@ -152,10 +198,8 @@ def summary_report(index: RunIndex, fmt: str = "text", max_failures: int = 20) -
         if len(failures) > max_failures:
             out.append(f"  … and {len(failures) - max_failures} more")
     out.append("")
-    out.append(
-        f"cost: {fmt_cost(cost.total_cost_usd)} / {fmt_tokens(cost.total_tokens)} tokens; "
-        f"{cost.failed_share:.0%} spent on failed attempts"
-    )
+    spent = spend_text(cost.total_tokens, cost.total_cost_usd, cost.carried_tokens, cost.carried_cost_usd)
+    out.append(f"cost: {spent}; {cost.failed_share:.0%} of this run's spent on failed attempts")
     denied = [d for d in cost.decisions if d.decision != "allow"]
     for d in denied:
         out.append(
@@ -166,30 +210,33 @@ def summary_report(index: RunIndex, fmt: str = "text", max_failures: int = 20) -
 
 
 def diff_report(c: RunComparison, fmt: str = "text") -> str:
-    """The diff of two runs in ``fmt`` (text, markdown or json)."""
+    """The diff of two runs in ``fmt`` (text, markdown or json), older run (by start time) first."""
     if fmt == "json":
         return json.dumps(c.to_dict(), indent=2, ensure_ascii=False, default=str)
     md = fmt == "markdown"
     first = c.first_divergence
     out: list[str] = []
-    title = f"{c.a_run_id} ({c.a_status or 'unfinished'}) → {c.b_run_id} ({c.b_status or 'unfinished'})"
+    title = f"{c.a_run_id} ({c.a_status}) → {c.b_run_id} ({c.b_status})"
     out.append(f"### Stroma diff {title}" if md else f"diff {title}")
+    out.append(order_line(c))
     out.append(" · ".join(f"{k} {v}" for k, v in delta_parts(c)))
+    verdict = "; ".join(c.worse_reasons)
     out.append(
         f"first divergence: {first.node_id if first else 'none'}"
-        + (" · NEWER RUN IS WORSE" if c.worse else "")
+        + (f" · NEWER RUN IS WORSE: {verdict}" if verdict else "")
     )
     out.append("")
     if md:
-        out += ["| | node | change | a | b |", "|---|---|---|---|---|"]
+        out += ["| | node | change | older | newer |", "|---|---|---|---|---|"]
         for n in c.nodes:
             out.append(
-                f"| {CHANGE_ICONS[n.change]} | `{n.node_id}` | {n.change.value} | {n.a.status} | "
-                f"{n.b.status} |"
+                f"| {CHANGE_ICONS[n.change]} | `{n.node_id}` | {n.change.value} | {label(n.a.status)} | "
+                f"{label(n.b.status)} |"
             )
     else:
         for n in c.nodes:
             out.append(
-                f"  {CHANGE_ICONS[n.change]} {n.node_id:<24} {n.change.value:<26} {n.a.status} → {n.b.status}"
+                f"  {CHANGE_ICONS[n.change]} {n.node_id:<24} {n.change.value:<26} "
+                f"{label(n.a.status)} → {label(n.b.status)}"
             )
     return "\n".join(out)

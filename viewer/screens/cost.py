@@ -12,9 +12,12 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from viewer.keys import ALWAYS
+from viewer.messages import GoBack
 from viewer.model.cost import BudgetDecision, CostReport, NodeCost, cost_report
-from viewer.model.detail import fmt_cost, fmt_tokens
+from viewer.model.detail import fmt_cost, fmt_tokens, plural
 from viewer.model.index import RunIndex
+from viewer.model.report import spend_text
 from viewer.widgets.virtual_list import VirtualList
 
 __all__ = ["CostScreen", "render_cost_row", "render_decision_row"]
@@ -27,7 +30,7 @@ def render_cost_row(n: NodeCost, rank: int) -> Text:
     bar = "█" * round(n.failed_share * 10)
     text = Text(
         f"{rank:>4}. {n.node_id:<24} {fmt_cost(n.cost_usd):>9} {fmt_tokens(n.tokens):>9} tok "
-        f"{n.attempts:>3} att {n.failed_attempts:>3} failed "
+        f"{plural(n.attempts, 'attempt'):>11} {n.failed_attempts:>3} failed "
     )
     text.append(f"{n.failed_share:>4.0%} on failures ", "red" if n.failed_share else "dim")
     text.append(bar, "red")
@@ -51,7 +54,8 @@ class CostScreen(Screen[None]):
     """Where a run's tokens and money went."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("dollar_sign,escape", "back", "Back"),
+        *ALWAYS,
+        Binding("escape,backspace,dollar_sign", "back", "Back"),
         Binding("tab", "focus_next", "Switch list", show=False),
     ]
 
@@ -85,7 +89,7 @@ class CostScreen(Screen[None]):
         r = self.report
         title = Text.assemble(
             (f"cost · {self.file_name}", "bold"),
-            f"   {fmt_cost(r.total_cost_usd)} · {fmt_tokens(r.total_tokens)} tokens · ",
+            f"   {spend_text(r.total_tokens, r.total_cost_usd, r.carried_tokens, r.carried_cost_usd)} · ",
             (f"{r.failed_share:.0%} spent on failed attempts", "bold red" if r.failed_share else ""),
             f" ({fmt_cost(r.failed_cost_usd)}, {fmt_tokens(r.failed_tokens)} tokens)",
         )
@@ -112,4 +116,4 @@ class CostScreen(Screen[None]):
 
     def action_back(self) -> None:
         """Back to the previous screen."""
-        self.app.pop_screen()
+        self.post_message(GoBack())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -14,15 +14,14 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from stroma import NodeChange, NodeComparison
-from viewer.model.diff import CHANGE_ICONS, DiffView
+from viewer.keys import ALWAYS
+from viewer.messages import GoBack, OpenCost, OpenRun
+from viewer.model.diff import CHANGE_ICONS, DiffView, order_line
 from viewer.model.index import ICONS, RunIndex
-from viewer.model.loading import ViewerInputError
+from viewer.model.loading import RunCache, ViewerInputError
 from viewer.widgets.banner import Banner
 from viewer.widgets.delta_strip import DeltaStrip
 from viewer.widgets.virtual_list import VirtualList
-
-if TYPE_CHECKING:
-    from viewer.app import StromaViewApp
 
 __all__ = ["DiffScreen", "render_diff_row"]
 
@@ -42,11 +41,15 @@ def render_diff_row(row: NodeComparison, first: bool) -> Text:
     """One node of the diff list."""
     style = _CHANGE_STYLE[row.change]
     indent = "  " if row.a.parent or row.b.parent else ""
-    text = Text(f"{indent}{CHANGE_ICONS[row.change]} ", style)
-    text.append(f"{row.node_id:<{24 - len(indent)}}", "bold")
-    text.append(f" {row.change.value:<26}", style)
-    text.append(" ◀ first divergence " if first else " " * 20, "bold yellow")
-    text.append(f" {ICONS.get(row.a.status, '?')} → {ICONS.get(row.b.status, '?')}", "dim")
+    # Most telling first, so a narrow terminal cuts the least: marker, node, a → b, label.
+    text = Text()
+    text.append("◀ " if first else "  ", "bold yellow")
+    text.append(f"{indent}{CHANGE_ICONS[row.change]} ", style)
+    text.append(f"{row.node_id:<{20 - len(indent)}}", "bold")
+    text.append(f" {ICONS.get(row.a.status, '?')}→{ICONS.get(row.b.status, '?')} ", "dim")
+    text.append(row.change.value, style)
+    if first:
+        text.append("  first divergence", "bold yellow")
     return text
 
 
@@ -54,10 +57,12 @@ class DiffScreen(Screen[None]):
     """What changed between an older run (a) and a newer one (b), node by node."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        *ALWAYS,
         Binding("x", "changed_only", "Changed only"),
         Binding("n", "first_divergence", "First divergence"),
-        Binding("enter,l", "open_run", "Open run b"),
-        Binding("d,escape", "back", "Back"),
+        Binding("enter,l,b", "open_run('b')", "Open newer run"),
+        Binding("a", "open_run('a')", "Open older run"),
+        Binding("escape,backspace,d", "back", "Back"),
         Binding("dollar_sign", "cost", "Cost"),
         Binding("y", "copy", "Copy JSON"),
     ]
@@ -78,19 +83,12 @@ class DiffScreen(Screen[None]):
     }
     """
 
-    def __init__(self, a: Path, b: Path) -> None:
+    def __init__(self, a: Path, b: Path, runs: RunCache) -> None:
         super().__init__()
         self.a = a
         self.b = b
+        self.runs = runs
         self.view: DiffView | None = None
-
-    @property
-    def view_app(self) -> StromaViewApp:
-        """The app, typed."""
-        from viewer.app import StromaViewApp  # noqa: PLC0415 - the app imports this module
-
-        assert isinstance(self.app, StromaViewApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         """Delta strip, banner, node list | field diff, footer."""
@@ -109,7 +107,7 @@ class DiffScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="diff")
     def _compare(self) -> None:
-        runs = self.view_app.runs
+        runs = self.runs
         try:
             a, b = runs.get(self.a), runs.get(self.b)
         except ViewerInputError as exc:
@@ -120,15 +118,11 @@ class DiffScreen(Screen[None]):
 
     def _show(self, view: DiffView) -> None:
         self.view = view
-        self.query_one(DeltaStrip).show(view.comparison, self.a.name, self.b.name)
         c = view.comparison
-        if c.same_run:
-            self.query_one("#diff-banner", Banner).say(
-                f"same run id {c.a_run_id}: b resumed a"
-                if c.b_status == "RESUMED"
-                else f"same run id {c.a_run_id}",
-                "info",
-            )
+        if c.reordered:  # a is the run that started first, whatever the argument order
+            self.a, self.b = self.b, self.a
+        self.query_one(DeltaStrip).show(c, self.a.name, self.b.name)
+        self.query_one("#diff-banner", Banner).say(order_line(c), "info")
         self._redraw(cursor=0)
 
     def _redraw(self, cursor: int | None = None) -> None:
@@ -155,7 +149,9 @@ class DiffScreen(Screen[None]):
         if row is None or self.view is None:
             body.update("no nodes" if self.view is not None else "")
             return
-        body.update(self.view.detail(row))
+        width = max(40, body.size.width - 2)
+        timeline = self.view.timeline(width)
+        body.update(f"{self.view.detail(row)}\n\ntimeline (one axis, each run from its start):\n{timeline}")
 
     @on(VirtualList.Highlighted, "#diff-rows")
     def _highlighted(self, event: VirtualList.Highlighted) -> None:
@@ -169,8 +165,9 @@ class DiffScreen(Screen[None]):
         self.view.toggle_changed_only()
         position = next((i for i, r in enumerate(self.view.rows) if r is row), 0)
         self._redraw(cursor=position)
-        state = "changed nodes only" if self.view.changed_only else "all nodes"
-        self.notify(f"showing {state} ({len(self.view.rows)})")
+        # Said in the banner (it lasts as long as the filter does), not in a passing toast.
+        state = f" · showing changed nodes only ({len(self.view.rows)})" if self.view.changed_only else ""
+        self.query_one("#diff-banner", Banner).say(order_line(self.view.comparison) + state, "info")
 
     def action_first_divergence(self) -> None:
         """Jump to the first node whose label is a change."""
@@ -182,18 +179,20 @@ class DiffScreen(Screen[None]):
             return
         self.query_one("#diff-rows", VirtualList).cursor = position
 
-    def action_open_run(self) -> None:
-        """Open the newer run (b) at the selected node."""
-        self.view_app.open_run(self.b)
+    def action_open_run(self, side: str) -> None:
+        """Open the newer (b) or the older (a) run at the selected node."""
+        row = self.selected
+        path = self.b if side == "b" else self.a
+        self.post_message(OpenRun(path, exit_on_error=False, node_id=row.node_id if row else None))
 
     def action_back(self) -> None:
         """Back to the previous screen."""
-        self.view_app.back()
+        self.post_message(GoBack())
 
     def action_cost(self) -> None:
         """Open the cost screen of the newer run (b)."""
         if self.view is not None:
-            self.view_app.open_cost(RunIndex(self.view.b), self.b.name)
+            self.post_message(OpenCost(RunIndex(self.view.b), self.b.name))
 
     def action_copy(self) -> None:
         """Copy the selected node's comparison as JSON."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -17,27 +18,28 @@ from textual.widgets import Footer, Input
 
 from stroma import RunRecord
 from stroma import events as ev
-from viewer.model.detail import fmt_cost, fmt_ms, fmt_tokens, record_json, tab_text
+from stroma.runfile import RunStream
+from viewer.keys import ALWAYS
+from viewer.messages import GoBack, OpenCost, OpenDiff
+from viewer.model.detail import fmt_cost, fmt_ms, fmt_tokens, node_figures, record_json, tab_text
 from viewer.model.index import RunIndex
 from viewer.model.listing import Listing, Row
 from viewer.model.loading import (
-    JsonlFollower,
     LoadedRun,
-    StreamFallback,
+    RunCache,
     ViewerInputError,
     collector_paused,
-    peek_header,
-    record_from_stream,
-    stream_events,
+    loaded,
+    peek,
+    read,
 )
+from viewer.model.report import state_line
+from viewer.model.timeline import timeline_text
 from viewer.widgets.banner import Banner
 from viewer.widgets.detail_tabs import DetailTabs
 from viewer.widgets.run_header import RunHeaderBar
 from viewer.widgets.search_bar import SearchBar
 from viewer.widgets.virtual_list import VirtualList
-
-if TYPE_CHECKING:
-    from viewer.app import StromaViewApp
 
 __all__ = ["RunScreen", "render_row"]
 
@@ -47,13 +49,17 @@ _STATUS_STYLE = {
     "failed": "bold red",
     "restored": "cyan",
     "running": "yellow",
-    "cancelled": "dim",
+    "cancelled": "magenta",
+    "interrupted": "bold magenta",
     "not_reached": "dim",
 }
 
 
-def render_row(row: Row, collapsed: bool) -> Text:
-    """One line of the master list."""
+_NARROW = 120  # terminal columns under which node rows show their figures compactly
+
+
+def render_row(row: Row, collapsed: bool, narrow: bool = False) -> Text:
+    """One line of the master list (``narrow``: the figures that fit 80 columns, wall time first)."""
     node = row.node
     a = row.attempt
     indent = "  " * node.depth
@@ -61,18 +67,20 @@ def render_row(row: Row, collapsed: bool) -> Text:
         arrow = "▸" if collapsed and node.attempts else ("▾" if node.attempts else " ")
         text = Text(f"{indent}{arrow} ")
         text.append(node.icon, _STATUS_STYLE.get(node.status, ""))
-        text.append(f" {node.node_id:<{max(1, 22 - len(indent))}}", "bold")
+        text.append(f" {node.node_id:<{max(1, (14 if narrow else 22) - len(indent))}}", "bold")
         if node.status == "restored":
             text.append(" restored from checkpoint", "cyan")
             return text
         if node.status == "not_reached":
             text.append(" not reached", "dim")
             return text
-        n = len(node.attempts)
-        text.append(
-            f" {n:>2} att {fmt_ms(node.duration_ms):>9} {fmt_tokens(node.tokens):>7} tok "
-            f"{fmt_cost(node.cost_usd):>8}"
-        )
+        if node.cut_off:
+            text.append(f" {node.status} after {fmt_ms(node.wall_ms)}", "bold magenta")
+        attempts, wall, _, tokens, cost = node_figures(node)
+        if narrow:
+            text.append(f" {wall} · {attempts} · {cost}")
+            return text
+        text.append(f" {attempts:>11} {wall:>14} {tokens:>11} {cost:>8}")
         if node.failure_class and node.has_failures:
             text.append(f" {node.failure_class}", _CLASS_STYLE.get(node.failure_class, ""))
         return text
@@ -92,16 +100,18 @@ class RunScreen(Screen[None]):
     """Browse one run: move through nodes and attempts, filter failures, search, inspect."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        *ALWAYS,
         Binding("enter,l", "expand", "Open/expand"),
-        Binding("h", "collapse", "Collapse"),
+        Binding("h", "collapse", "Collapse", show=False),
         Binding("slash", "search", "Search"),
-        Binding("n", "next_match", "Next match"),
-        Binding("N", "prev_match", "Prev match"),
-        Binding("escape", "clear_search", "Clear search", show=False),
+        Binding("n", "next_match", "Next match", show=False),
+        Binding("N", "prev_match", "Prev match", show=False),
+        Binding("escape", "escape", "Back / clear search", show=False),
+        Binding("backspace", "back", "Back"),
         Binding("f", "failures_only", "Failures only"),
-        Binding("c", "cycle_class", "Class filter"),
+        Binding("c", "cycle_class", "Class filter", show=False),
         Binding("e", "next_failure", "Next failure"),
-        Binding("E", "prev_failure", "Prev failure"),
+        Binding("E", "prev_failure", "Prev failure", show=False),
         Binding("left_square_bracket", "prev_attempt", "Prev attempt", show=False),
         Binding("right_square_bracket", "next_attempt", "Next attempt", show=False),
         Binding("1", "tab('attempt')", "Attempt tab", show=False),
@@ -110,9 +120,10 @@ class RunScreen(Screen[None]):
         Binding("4", "tab('failure')", "Failure tab", show=False),
         Binding("5", "tab('events')", "Events tab", show=False),
         Binding("6", "tab('json')", "JSON tab", show=False),
+        Binding("7,t", "tab('timeline')", "Timeline", show=False),
         Binding("d", "diff", "Diff"),
         Binding("dollar_sign", "cost", "Cost"),
-        Binding("y", "copy", "Copy JSON"),
+        Binding("y", "copy", "Copy JSON", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -134,25 +145,22 @@ class RunScreen(Screen[None]):
     }
     """
 
-    def __init__(self, path: Path, *, exit_on_error: bool = True) -> None:
+    def __init__(
+        self, path: Path, runs: RunCache, *, exit_on_error: bool = True, node_id: str | None = None
+    ) -> None:
         super().__init__()
         self.path = path
+        self.runs = runs
         self.exit_on_error = exit_on_error
+        self.node_id = node_id
         self.loaded: LoadedRun | None = None
         self.index: RunIndex | None = None
         self.listing: Listing | None = None
-        self.follower: JsonlFollower | None = None
+        self.follower: RunStream | None = None
         self._follow_timer: Timer | None = None
         self.error: str | None = None
         self.streaming = False
-
-    @property
-    def view_app(self) -> StromaViewApp:
-        """The app, typed."""
-        from viewer.app import StromaViewApp  # noqa: PLC0415 - the app imports this module
-
-        assert isinstance(self.app, StromaViewApp)
-        return self.app
+        self._narrow: bool | None = None  # compact rows, as last drawn
 
     def compose(self) -> ComposeResult:
         """Header, banner, filter line, list | detail, search box, footer."""
@@ -170,8 +178,9 @@ class RunScreen(Screen[None]):
 
     def on_mount(self) -> None:
         """Show the peeked header at once; parse the events in a worker."""
-        self.query_one(RunHeaderBar).show_peek(peek_header(self.path))
-        cached = self.view_app.runs.cached(self.path)
+        with contextlib.suppress(ViewerInputError):  # the load says what is wrong
+            self.query_one(RunHeaderBar).show_peek(peek(self.path), self.path.name)
+        cached = self.runs.cached(self.path)
         if cached is not None:
             self._show(cached)
         else:
@@ -187,29 +196,25 @@ class RunScreen(Screen[None]):
 
     def _stream_run(self) -> None:
         # Stream the events in batches: the list is browsable while a big file still loads.
-        # Anything unusual falls back to the full loader, whose errors name file and line.
-        events: list[ev.LifecycleEvent] = []
+        stream = RunStream(self.path)
+        total = 0
         try:
-            for batch in stream_events(self.path):
-                events.extend(batch)
-                self.app.call_from_thread(self._show_partial, batch, len(events))
-            loaded = record_from_stream(self.path, events)
-            self.view_app.runs.put(loaded)
-        except StreamFallback:
-            try:
-                loaded = self.view_app.runs.get(self.path)
-            except ViewerInputError as exc:
-                self.app.call_from_thread(self._failed, str(exc))
-                return
-            self.app.call_from_thread(self._show, loaded)
+            for batch in read(stream):
+                total += len(batch)
+                self.app.call_from_thread(self._show_partial, batch, total)
+        except ViewerInputError as exc:
+            self.app.call_from_thread(self._failed, str(exc))
             return
-        self.app.call_from_thread(self._streamed, loaded)
+        run = loaded(stream)
+        self.runs.put(run)
+        self.app.call_from_thread(self._streamed, run)
 
     def _show_partial(self, batch: list[ev.LifecycleEvent], total: int) -> None:
         """Index a batch of streamed events and redraw (the cursor stays where it is)."""
         self.streaming = True
         if self.index is None:
-            partial = RunRecord.from_events(list(batch), run_id=self.path.stem, path=str(self.path))
+            # No path: whether its writer is gone is decided once the whole file is in.
+            partial = RunRecord.from_events(list(batch), run_id=self.path.stem)
             self.index = RunIndex(partial)
             self.listing = Listing(self.index)
             self._refresh_all(cursor=0)
@@ -230,8 +235,10 @@ class RunScreen(Screen[None]):
         self.loaded = loaded
         self.index.record = loaded.record
         self.index.events = loaded.record.events
+        if loaded.record.interrupted:
+            self.index.interrupt()
         self._after_load(loaded)
-        self._refresh_all()
+        self._refresh_all(cursor=self._start_cursor())
 
     def _failed(self, message: str) -> None:
         self.error = message
@@ -247,26 +254,30 @@ class RunScreen(Screen[None]):
         self.streaming = False
         self.query_one("#banner", Banner).say("")
         self._after_load(loaded)
-        self._refresh_all(cursor=0)
+        self._refresh_all(cursor=self._start_cursor())
+
+    def _start_cursor(self) -> int:
+        """The row of the node this screen was opened at (the first row otherwise)."""
+        if self.listing is None or self.node_id is None:
+            return 0
+        return self.listing.position_of(self.node_id) or 0
 
     def _after_load(self, loaded: LoadedRun) -> None:
         # The run's objects live as long as the screen: keep the collector from walking them on
         # every full collection (a 100k-attempt run otherwise stalls scrolling for ~0.2 s).
         gc.freeze()
-        record = loaded.record
-        if record.truncated:
-            self.query_one("#banner", Banner).say(
-                f"truncated: {loaded.path.name} ends mid-line at line {record.truncated_at_line} "
-                "(the run was killed while writing); showing the valid prefix",
-                "warning",
-            )
         if loaded.can_follow:
-            self.follower = JsonlFollower.after(loaded)
+            self.follower = loaded.stream
             self._follow_timer = self.set_interval(0.5, self.poll_follow)
-            if not record.truncated:
-                self.query_one("#banner", Banner).say(
-                    f"live: following {loaded.path.name} for new events", "info"
-                )
+        self._say_state()
+
+    def _say_state(self) -> None:
+        """The banner: live (since when), interrupted (what was cut off), or truncated."""
+        if self.index is None:
+            return
+        line = state_line(self.index)
+        style = "warning" if self.index.interrupted or self.index.record.truncated else "info"
+        self.query_one("#banner", Banner).say(line, style)
 
     def poll_follow(self) -> int:
         """Read events appended to a live ``.jsonl``; returns how many arrived."""
@@ -274,18 +285,27 @@ class RunScreen(Screen[None]):
             return 0
         new = self.follower.poll()
         if not new:
+            if self.index.record.interrupted:  # the writer went away: stop following
+                self.index.interrupt()
+                self._stop_following()
+                self.listing.refresh()
+                self._refresh_all(cursor=self.query_one("#rows", VirtualList).cursor)
+            self._say_state()
             return 0
         rows = self.query_one("#rows", VirtualList)
         keep = rows.cursor
         self.index.append(new)
         self.listing.refresh()
         if self.index.finished is not None:
-            if self._follow_timer is not None:
-                self._follow_timer.stop()
-            self.follower = None
-            self.query_one("#banner", Banner).say("")
+            self._stop_following()
+        self._say_state()
         self._refresh_all(cursor=keep)
         return len(new)
+
+    def _stop_following(self) -> None:
+        if self._follow_timer is not None:
+            self._follow_timer.stop()
+        self.follower = None
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -298,10 +318,11 @@ class RunScreen(Screen[None]):
         rows = self.query_one("#rows", VirtualList)
         collapsed = listing.collapsed
         listing_rows = listing.rows
+        narrow = self._narrow = self.app.size.width < _NARROW
         rows.marked = set(listing.matches)
         rows.set_rows(
             len(listing_rows),
-            lambda i: render_row(listing_rows[i], listing_rows[i].node.node_id in collapsed),
+            lambda i: render_row(listing_rows[i], listing_rows[i].node.node_id in collapsed, narrow),
             cursor,
         )
         self._show_filters()
@@ -317,7 +338,9 @@ class RunScreen(Screen[None]):
         if listing.class_filter:
             parts.append(f"class: {listing.class_filter}")
         if not listing.query.empty:
-            parts.append(f"search '{listing.query.text}': {len(listing.matches)} matches")
+            number = listing.match_number(self.query_one("#rows", VirtualList).cursor)
+            at = f"match {number}/{len(listing.matches)}" if number else f"{len(listing.matches)} matches"
+            parts.append(f"search '{listing.query.text}': {at}")
         shown = f"{len(listing.rows)} rows"
         self.query_one("#filters", Banner).say(" · ".join([shown, *parts]) if parts else "", "info")
 
@@ -336,11 +359,21 @@ class RunScreen(Screen[None]):
         if row is None or index is None:
             detail.show(lambda tab: "nothing selected")
             return
-        detail.show(lambda tab: tab_text(tab, row, index))
+        width = max(40, detail.size.width - 2)
+        detail.show(
+            lambda tab: timeline_text(index, width) if tab == "timeline" else tab_text(tab, row, index)
+        )
+
+    def on_resize(self) -> None:
+        """Redraw the rows when the terminal crosses the compact-row width."""
+        if self._narrow is not None and self._narrow != (self.app.size.width < _NARROW):
+            self._refresh_all()
 
     @on(VirtualList.Highlighted, "#rows")
     def _highlighted(self, event: VirtualList.Highlighted) -> None:
         self._show_detail()
+        if self.listing is not None and self.listing.matches:
+            self._show_filters()  # "match i/N" follows the cursor
 
     def _move(self, position: int | None) -> None:
         if position is not None:
@@ -379,7 +412,9 @@ class RunScreen(Screen[None]):
         self.listing.search(event.value)
         self._refresh_all()
         self._move(self.listing.next_match(rows.cursor - 1))
-        if not self.listing.matches:
+        if (unknown := self.listing.unknown_key()) is not None:
+            self.notify(unknown, severity="error")
+        elif not self.listing.matches:
             self.notify(f"no match for '{event.value}'", severity="warning")
 
     def action_next_match(self) -> None:
@@ -392,6 +427,17 @@ class RunScreen(Screen[None]):
         if self.listing is not None:
             cursor = self.query_one("#rows", VirtualList).cursor
             self._move(self.listing.next_match(cursor, backwards=True))
+
+    def action_escape(self) -> None:
+        """Clear the search when there is one, else go back."""
+        if self.listing is not None and not self.listing.query.empty:
+            self.action_clear_search()
+        else:
+            self.action_back()
+
+    def action_back(self) -> None:
+        """Back to the screen this run was opened from."""
+        self.post_message(GoBack())
 
     def action_clear_search(self) -> None:
         """Close the search box and forget the search."""
@@ -454,12 +500,12 @@ class RunScreen(Screen[None]):
 
     def action_diff(self) -> None:
         """Open the diff of the two runs (when two runs are loaded)."""
-        self.view_app.open_diff()
+        self.post_message(OpenDiff())
 
     def action_cost(self) -> None:
         """Open the cost screen of this run."""
         if self.index is not None:
-            self.view_app.open_cost(self.index, self.path.name)
+            self.post_message(OpenCost(self.index, self.path.name))
 
     def action_copy(self) -> None:
         """Copy the selected record (its events) as JSON."""

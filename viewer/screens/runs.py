@@ -4,7 +4,7 @@ right under the run it resumed."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -12,42 +12,58 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from viewer.model.detail import fmt_cost, fmt_ms, fmt_ts
+from viewer.keys import ALWAYS
+from viewer.messages import GoBack, OpenDiff, OpenRun
+from viewer.model.detail import fmt_cost, fmt_ms, fmt_ts, plural
 from viewer.model.folder import RunEntry, scan_folder
 from viewer.widgets.run_header import status_style
 from viewer.widgets.virtual_list import VirtualList
-
-if TYPE_CHECKING:
-    from viewer.app import StromaViewApp
 
 __all__ = ["RunsScreen", "render_entry"]
 
 
 def render_entry(entry: RunEntry, marked: bool) -> Text:
     """One run of the folder."""
-    p = entry.peek
-    text = Text("● " if marked else "  ", "bold yellow")
+    h = entry.header
+    text = Text()
+    text.append("● " if marked else "  ", "bold yellow")
     text.append("  ↳ " if entry.resumes else "")
-    text.append(f"{p.path.name:<26}", "bold")
-    if p.error:
-        text.append(f" {p.error}", "red")
+    text.append(f"{entry.path.name:<26}", "bold")
+    if h is None:
+        text.append(f" {entry.error}", "red")
         return text
-    text.append(f" {p.status or 'unfinished':<10}", status_style(p.status))
-    text.append(f" {fmt_ts(p.started_at)}  {fmt_ms(p.duration_ms):>9}  {fmt_cost(p.total_cost_usd):>8}")
-    text.append(f"  {p.run_id}", "dim")
+    state = entry.state
+    text.append(f" {state:<11}", status_style(state))
+    # An unfinished run's file says how long it ran until its last event, not what it spent.
+    wall = h.duration_ms
+    if wall is None and h.started_at is not None and h.last_event_at is not None:
+        wall = (h.last_event_at - h.started_at) * 1000.0
+    cost = f"{fmt_cost(h.cost_usd)} this run" if h.status else "spend unknown until opened"
+    text.append(f" {fmt_ts(h.started_at)}  wall {fmt_ms(wall):>9}  {cost}")
+    text.append(f"  {h.run_id}", "dim")
     if entry.resumes:
         text.append(f"  resumes {entry.resumes.name}", "cyan")
+    if entry.copies:
+        text.append(f"  (+{len(entry.copies)} copy: {', '.join(c.name for c in entry.copies)})", "dim")
     return text
+
+
+_EMPTY = (
+    "no run files here (*.json, *.jsonl): a runner writes them with .with_trace_dir(folder), "
+    "a result with result.save(path); press r to look again"
+)
 
 
 class RunsScreen(Screen[None]):
     """A folder of runs."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        *ALWAYS,
         Binding("enter,l", "open", "Open run"),
         Binding("space,m", "mark", "Mark for diff"),
         Binding("d", "diff", "Diff marked"),
         Binding("r", "rescan", "Rescan"),
+        Binding("escape,backspace", "back", "Back", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -64,14 +80,6 @@ class RunsScreen(Screen[None]):
         self.entries: list[RunEntry] = []
         self.marked: list[Path] = []
 
-    @property
-    def view_app(self) -> StromaViewApp:
-        """The app, typed."""
-        from viewer.app import StromaViewApp  # noqa: PLC0415 - the app imports this module
-
-        assert isinstance(self.app, StromaViewApp)
-        return self.app
-
     def compose(self) -> ComposeResult:
         """Title, run list, footer."""
         yield Static(f"runs in {self.folder.resolve().name}/", id="runs-title")
@@ -86,10 +94,14 @@ class RunsScreen(Screen[None]):
     def _redraw(self, cursor: int | None = None) -> None:
         entries = self.entries
         marked = self.marked
-        self.query_one("#runs", VirtualList).set_rows(
-            len(entries), lambda i: render_entry(entries[i], entries[i].path in marked), cursor
-        )
-        title = f"runs in {self.folder.resolve().name}/ · {len(entries)} files"
+        rows = self.query_one("#runs", VirtualList)
+        if entries:
+            rows.set_rows(len(entries), lambda i: render_entry(entries[i], entries[i].path in marked), cursor)
+        else:
+            rows.set_rows(1, lambda i: Text(_EMPTY, "dim"), 0)
+        files = sum(1 + len(e.copies) for e in entries)
+        name = self.folder.resolve().name
+        title = f"runs in {name}/ · {plural(len(entries), 'run')} in {plural(files, 'file')}"
         if marked:
             title += " · marked: " + ", ".join(p.name for p in marked)
         self.query_one("#runs-title", Static).update(title)
@@ -101,6 +113,10 @@ class RunsScreen(Screen[None]):
             return None
         return self.entries[self.query_one("#runs", VirtualList).cursor]
 
+    def action_back(self) -> None:
+        """Back to the screen this list was opened from (the list is usually the first)."""
+        self.post_message(GoBack())
+
     def action_rescan(self) -> None:
         """Read the folder again."""
         self.entries = scan_folder(self.folder)
@@ -110,7 +126,7 @@ class RunsScreen(Screen[None]):
         """Open the selected run."""
         entry = self.selected
         if entry is not None:
-            self.view_app.open_run(entry.path, exit_on_error=False)
+            self.post_message(OpenRun(entry.path, exit_on_error=False))
 
     def action_mark(self) -> None:
         """Mark (or unmark) the selected run; two marked runs can be diffed."""
@@ -132,6 +148,4 @@ class RunsScreen(Screen[None]):
         if len(pair) != 2:
             self.notify("mark two runs with space first", severity="warning")
             return
-        order = {e.path: i for i, e in enumerate(self.entries)}
-        a, b = sorted(pair, key=lambda p: order.get(p, 0))
-        self.view_app.open_diff(a, b)
+        self.post_message(OpenDiff(pair[0], pair[1]))  # the diff orders them by start time

@@ -1,4 +1,5 @@
-"""DetailTabs: Attempt / Input / Output / Failure / Events / JSON of the selected row.
+"""DetailTabs: Attempt / Input / Output / Failure / Events / JSON of the selected row, and the
+run's Timeline.
 
 Only the active tab is rendered, and only for the selected row: payloads are formatted when shown.
 """
@@ -24,6 +25,7 @@ _TITLES = {
     "failure": "4 Failure",
     "events": "5 Events",
     "json": "6 JSON",
+    "timeline": "7 Timeline",
 }
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from viewer.model.detail import fmt_cost, fmt_ms, fmt_tokens
+from stroma.runfile import RunHeader
+from viewer.model.detail import fmt_ms, plural
+from viewer.model.folder import run_state
 from viewer.model.index import RunIndex
-from viewer.model.loading import HeaderPeek
-from viewer.model.report import header_line
+from viewer.model.report import header_line, spend_text
 
 __all__ = ["RunHeaderBar", "status_style"]
 
@@ -18,6 +19,8 @@ _STATUS_STYLES = {
     "RESUMED": "bold cyan",
     "PARTIAL": "bold yellow",
     "FAILED": "bold red",
+    "INTERRUPTED": "bold magenta",
+    "RUNNING": "bold yellow",
 }
 
 
@@ -38,31 +41,30 @@ class RunHeaderBar(Static):
     }
     """
 
-    def show_peek(self, peek: HeaderPeek) -> None:
+    def show_peek(self, header: RunHeader, file_name: str) -> None:
         """What the first bytes of the file say, before the events are parsed."""
-        status = peek.status or "…"
-        text = Text.assemble(
-            (peek.path.name, "bold"),
-            "  ",
-            (status, status_style(peek.status)),
-            f"  {peek.run_id} · {len(peek.pipeline)} nodes · loading events… · "
-            f"{fmt_tokens(peek.total_tokens)} tokens · {fmt_cost(peek.total_cost_usd)} · "
-            f"{fmt_ms(peek.duration_ms)}",
-        )
-        self.update(text)
-
-    def show_index(self, index: RunIndex, file_name: str) -> None:
-        """The full header, once the index is built."""
-        h = index.header
-        status = h.status or ("TRUNCATED" if index.record.truncated else "RUNNING")
-        line = header_line(index)
-        rest = line.split(" · ", 2)[-1]
+        h = header
+        status = run_state(h, None) if h.status else "…"
         text = Text.assemble(
             (file_name, "bold"),
             "  ",
             (status, status_style(h.status)),
-            f"  {h.run_id} · {rest}",
+            f"  {h.run_id} · {plural(len(h.pipeline), 'node')} · loading events… · "
+            f"{spend_text(h.tokens, h.cost_usd, h.carried_tokens, h.carried_cost_usd)} · "
+            f"wall {fmt_ms(h.duration_ms)}",
         )
-        if h.resumed_from:
-            text.append(f" · resumed from {h.resumed_from}", style="cyan")
+        self.update(text)
+
+    def show_index(self, index: RunIndex, file_name: str) -> None:
+        """The full header, once the index is built (from the run's one summary)."""
+        state = index.state
+        rest = header_line(index).split(" · ", 2)[-1]
+        text = Text.assemble(
+            (file_name, "bold"),
+            "  ",
+            (state, status_style(state)),
+            f"  {index.header.run_id} · {rest}",
+        )
+        if index.header.resumed_from:
+            text.append(f" · resumed from {index.header.resumed_from}", style="cyan")
         self.update(text)

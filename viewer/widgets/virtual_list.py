@@ -49,12 +49,12 @@ class VirtualList(ScrollView, can_focus=True):
         overflow-x: hidden;
     }
     VirtualList > .virtual-list--cursor {
-        background: $accent 40%;
-        text-style: bold;
+        background: $block-cursor-blurred-background;
+        text-style: $block-cursor-blurred-text-style;
     }
     VirtualList:focus > .virtual-list--cursor {
-        background: $accent;
-        color: $text;
+        background: $block-cursor-background;
+        text-style: $block-cursor-text-style;
     }
     VirtualList > .virtual-list--match {
         background: $warning 30%;
@@ -153,9 +153,13 @@ class VirtualList(ScrollView, can_focus=True):
         if key[3] and not is_cursor:
             text.stylize(match_style)
         segments = list(text.render(self.app.console, end=""))
-        strip = Strip(segments).apply_style(base).crop_extend(0, width, base)
+        # The cursor's background goes under the row's own styles, then the list's base under both
+        # (a style applied later only fills what the earlier ones left unset).
+        strip = Strip(segments)
         if is_cursor:
             strip = strip.apply_style(cursor_style)
+        pad = base + cursor_style if is_cursor else base
+        strip = strip.apply_style(base).crop_extend(0, width, pad)
         if len(self._lines) > 4096:
             self._lines.clear()
         self._lines[key] = strip
