@@ -19,9 +19,9 @@ event list only when it is shown.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from stroma import events as ev
 
@@ -236,9 +236,8 @@ class RunSummary:
     def extend(self, events: Iterable[ev.LifecycleEvent], start: int) -> None:
         """Fold ``events``, the first of which is event number ``start``."""
         by_id = self.by_id
-        node_fn = self._node
-        opened = self._open
         kinds = _KINDS
+        fold = self._fold_by_kind
         e: ev.LifecycleEvent | None = None
         for i, e in enumerate(events, start):
             node_id: str | None = getattr(e, "node_id", None)
@@ -251,98 +250,111 @@ class RunSummary:
                 continue
             node = by_id.get(node_id)
             if node is None:
-                node = node_fn(node_id)
+                node = self._node(node_id)
             node.events.append(i)
             kind = kinds.get(type(e))
             if kind is None:
                 kind = _kind_of(type(e))
-            if kind == _STARTED:
-                assert isinstance(e, ev.AttemptStarted)
-                a = AttemptSummary(node_id, e.attempt, started=i, ts=e.ts, model=e.model)
-                a.events.append(i)
-                node.attempts.append(a)
-                opened[(node_id, a.number)] = a
-                node.status = "running"
-                node.input = e.input_state
-                if len(node.attempts) == 1:  # the first attempt's start, not NodeStarted's
-                    node.start_ts = e.ts
-                self.attempt_count += 1
-            elif kind == _FINISHED:
-                assert isinstance(e, ev.AttemptSucceeded | ev.AttemptFailed)
-                found = opened.pop((node_id, e.attempt), None)
-                if found is None:
-                    found = AttemptSummary(node_id, e.attempt, ts=e.ts - e.duration_ms / 1000.0)
-                    node.attempts.append(found)
-                    self.attempt_count += 1
-                    if node.start_ts is None:
-                        node.start_ts = found.ts
-                a = found
-                a.events.append(i)
-                a.finished = i
-                a.duration_ms = e.duration_ms
-                a.tokens = e.tokens
-                a.input_tokens = e.input_tokens
-                a.output_tokens = e.output_tokens
-                a.cost_usd = e.cost_usd
-                a.model = e.model or a.model
-                node.end_ts = a.end_ts
-                node.tokens += a.tokens
-                node.cost_usd += a.cost_usd
-                self.tokens += a.tokens
-                self.cost_usd += a.cost_usd
-                if isinstance(e, ev.AttemptFailed):
-                    a.outcome = "failed"
-                    a.failure_class = e.failure_class
-                    a.error_type = e.error_type
-                    a.message = e.message
-                    node.failures += 1
-                    node.failed_tokens += a.tokens
-                    node.failed_cost_usd += a.cost_usd
-                    node.failure_class = a.failure_class
-                    node.error_type = a.error_type
-                    self.failure_count += 1
-                else:
-                    a.outcome = "succeeded"
-                    node.output = e.output_state
-            elif kind == _NOTED:
-                assert isinstance(e, ev.FailureClassified | ev.ContractViolated | ev.RetryScheduled)
-                target = self._attempt_of(node, e.attempt)
-                if target is None:
-                    continue
-                target.events.append(i)
-                if isinstance(e, ev.FailureClassified):
-                    target.decided_by = e.decided_by
-                elif isinstance(e, ev.ContractViolated):
-                    target.contract_direction = e.direction
-                    target.contract_errors = e.errors or tuple((p, "") for p in e.field_paths)
-                else:
-                    target.retry_delay_s = e.delay_s
-            elif kind == _NODE_STARTED:
-                assert isinstance(e, ev.NodeStarted)
-                if e.parent is not None and e.parent != node.parent:
-                    node.parent = e.parent
-                    self._ordered = None
-                if node.status == "not_reached":
-                    node.status = "running"
-                if node.start_ts is None:
-                    node.start_ts = e.ts
-            elif kind == _NODE_FINISHED:
-                assert isinstance(e, ev.NodeFinished)
-                node.status = _FINAL_STATUS.get(e.outcome, "failed")
-                if e.failure_class:
-                    node.failure_class = e.failure_class
-                if not node.attempts:  # a parallel group: its own start and end
-                    node.end_ts = e.ts
-                self._cut_attempts(node, node.status, e.ts)
-            elif kind == _RESTORED:
-                assert isinstance(e, ev.NodeRestored)
-                node.status = "restored"
-                node.restored_from = i
-                node.output = e.output_state
-            elif kind == _BUDGET:
-                self.budget.append(i)
+            handler = fold.get(kind)
+            if handler is not None:
+                handler(self, node, e, i)
         if e is not None:
             self.last_ts = e.ts
+
+    def _attempt_started(self, node: NodeSummary, e: Any, i: int) -> None:
+        a = AttemptSummary(node.node_id, e.attempt, started=i, ts=e.ts, model=e.model)
+        a.events.append(i)
+        node.attempts.append(a)
+        self._open[(node.node_id, a.number)] = a
+        node.status = "running"
+        node.input = e.input_state
+        if len(node.attempts) == 1:  # the first attempt's start, not NodeStarted's
+            node.start_ts = e.ts
+        self.attempt_count += 1
+
+    def _attempt_finished(self, node: NodeSummary, e: Any, i: int) -> None:
+        a = self._open.pop((node.node_id, e.attempt), None)
+        if a is None:  # its start is not in the file (a cut or hand-made file)
+            a = AttemptSummary(node.node_id, e.attempt, ts=e.ts - e.duration_ms / 1000.0)
+            node.attempts.append(a)
+            self.attempt_count += 1
+            if node.start_ts is None:
+                node.start_ts = a.ts
+        a.events.append(i)
+        a.finished = i
+        a.duration_ms = e.duration_ms
+        a.tokens = e.tokens
+        a.input_tokens = e.input_tokens
+        a.output_tokens = e.output_tokens
+        a.cost_usd = e.cost_usd
+        a.model = e.model or a.model
+        node.end_ts = a.end_ts
+        node.tokens += a.tokens
+        node.cost_usd += a.cost_usd
+        self.tokens += a.tokens
+        self.cost_usd += a.cost_usd
+        if not isinstance(e, ev.AttemptFailed):
+            a.outcome = "succeeded"
+            node.output = e.output_state
+            return
+        a.outcome = "failed"
+        a.failure_class = e.failure_class
+        a.error_type = e.error_type
+        a.message = e.message
+        node.failures += 1
+        node.failed_tokens += a.tokens
+        node.failed_cost_usd += a.cost_usd
+        node.failure_class = a.failure_class
+        node.error_type = a.error_type
+        self.failure_count += 1
+
+    def _attempt_noted(self, node: NodeSummary, e: Any, i: int) -> None:
+        target = self._attempt_of(node, e.attempt)
+        if target is None:
+            return
+        target.events.append(i)
+        if isinstance(e, ev.FailureClassified):
+            target.decided_by = e.decided_by
+        elif isinstance(e, ev.ContractViolated):
+            target.contract_direction = e.direction
+            target.contract_errors = e.errors or tuple((p, "") for p in e.field_paths)
+        else:
+            target.retry_delay_s = e.delay_s
+
+    def _node_started(self, node: NodeSummary, e: Any, i: int) -> None:
+        if e.parent is not None and e.parent != node.parent:
+            node.parent = e.parent
+            self._ordered = None
+        if node.status == "not_reached":
+            node.status = "running"
+        if node.start_ts is None:
+            node.start_ts = e.ts
+
+    def _node_finished(self, node: NodeSummary, e: Any, i: int) -> None:
+        node.status = _FINAL_STATUS.get(e.outcome, "failed")
+        if e.failure_class:
+            node.failure_class = e.failure_class
+        if not node.attempts:  # a parallel group: its own start and end
+            node.end_ts = e.ts
+        self._cut_attempts(node, node.status, e.ts)
+
+    def _node_restored(self, node: NodeSummary, e: Any, i: int) -> None:
+        node.status = "restored"
+        node.restored_from = i
+        node.output = e.output_state
+
+    def _budget_noted(self, node: NodeSummary, e: Any, i: int) -> None:
+        self.budget.append(i)
+
+    _fold_by_kind: ClassVar[dict[int, Callable[[RunSummary, NodeSummary, Any, int], None]]] = {
+        _STARTED: _attempt_started,
+        _FINISHED: _attempt_finished,
+        _NOTED: _attempt_noted,
+        _NODE_STARTED: _node_started,
+        _NODE_FINISHED: _node_finished,
+        _RESTORED: _node_restored,
+        _BUDGET: _budget_noted,
+    }
 
     def _finish(self, e: ev.RunFinished) -> None:
         """The run ended: a node still running was cancelled with it."""
