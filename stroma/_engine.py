@@ -1041,6 +1041,7 @@ class ReliabilityContext:
                 output_tokens=rec.output_tokens,
                 cost_usd=rec.cost_usd,
                 model=rec.used_model,
+                output_state=_rejected_output(err),
                 exception=err,
             )
         )
@@ -1229,6 +1230,21 @@ class ReliabilityContext:
             rec.tokens = spent.input_tokens + spent.output_tokens
             if rec.used_model is not None:
                 rec.cost_usd = estimate_cost_usd(rec.used_model, rec.input_tokens, rec.output_tokens)
+
+
+def _rejected_output(err: Exception) -> dict[str, Any] | None:
+    """The output a node returned that failed its contract, as JSON data (None otherwise)."""
+    if not isinstance(err, ContractViolation) or err.direction != "output":
+        return None
+    raw = err.raw
+    try:
+        if isinstance(raw, BaseModel):
+            return raw.model_dump(mode="json")
+        if isinstance(raw, dict):
+            return UntypedState.model_validate(raw).model_dump(mode="json")
+    except Exception:  # not JSON-able: the message still says what was wrong
+        return None
+    return {"value": repr(raw)}
 
 
 def _take_usage(rec: AttemptRecord, raw: Any, fell_back: bool) -> Any:

@@ -178,6 +178,10 @@ class AttemptFailed(LifecycleEvent):
     output_tokens: int = 0
     cost_usd: float = 0.0
     model: str | None = None
+    output_state: dict[str, Any] | None = None
+    """What the node returned when its output failed the contract (None otherwise): the rejected
+    output, so it can be looked at. Run files keep it (``save(redact=True)`` strips it); telemetry
+    only with content capture."""
     exception: BaseException | None = field(default=None, compare=False, repr=False)
 
 

@@ -227,7 +227,7 @@ def _attempts(events: Iterable[ev.LifecycleEvent]) -> list[TraceEvent]:
                     attempt=e.attempt,
                     timestamp_utc=datetime.fromtimestamp(started.ts if started else e.ts, UTC),
                     input_state=started.input_state if started else {},
-                    output_state=None if failed else e.output_state,  # type: ignore[union-attr]
+                    output_state=None if failed else e.output_state,
                     duration_ms=e.duration_ms,
                     failure=FailureClass(e.failure_class) if failed else None,  # type: ignore[union-attr]
                     failure_message=e.message if failed else None,  # type: ignore[union-attr]

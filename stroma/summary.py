@@ -482,11 +482,12 @@ class RunSummary:
         return started.input_state if isinstance(started, ev.AttemptStarted) else None
 
     def output_of(self, attempt: AttemptSummary) -> dict[str, Any] | None:
-        """The output state of a succeeded attempt."""
+        """The output state of a succeeded attempt, or the output a failed one returned that its
+        contract rejected."""
         if attempt.finished is None:
             return None
         done = self.events[attempt.finished]
-        return done.output_state if isinstance(done, ev.AttemptSucceeded) else None
+        return done.output_state if isinstance(done, ev.AttemptSucceeded | ev.AttemptFailed) else None
 
     def restored_output(self, node: NodeSummary) -> dict[str, Any] | None:
         """The output a restored node loaded from its checkpoint (None when not loaded)."""

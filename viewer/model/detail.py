@@ -140,6 +140,8 @@ def output_text(row: Row, index: RunIndex) -> str:
     state = index.output_of(a) if a is not None else None
     if state is None:
         return "(no output: the attempt failed)" if a is not None and a.failed else "(no output)"
+    if a is not None and a.failed:
+        return f"(rejected: it failed its {a.contract_direction or 'output'} contract)\n" + _dump(state)
     return _dump(state)
 
 
