@@ -360,10 +360,13 @@ class RunRecord:
 
     def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
         """The ``run.json`` document."""
+        header = self.header.to_dict()
+        if redact:
+            _drop_baggage(header)
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
-            "header": self.header.to_dict(),
+            "header": header,
             "events": [_encode(e, redact) for e in self.events],
         }
 
@@ -382,10 +385,15 @@ def _encode(event: ev.LifecycleEvent, redact: bool) -> dict[str, Any]:
             data["message"] = _REDACTED
         if "errors" in data:  # a validator's message can quote the value: keep the paths only
             data["errors"] = [[path, _REDACTED] for path, _ in data["errors"]]
-        for key in ("carrier", "parent_carrier"):
-            if key in data:
-                data[key] = {k: v for k, v in data[key].items() if k != "baggage"}
+        _drop_baggage(data)
     return data
+
+
+def _drop_baggage(data: dict[str, Any]) -> None:
+    """Remove W3C ``baggage`` (free-form user data) from ``data``'s trace context carriers."""
+    for key in ("carrier", "parent_carrier"):
+        if key in data:
+            data[key] = {k: v for k, v in data[key].items() if k != "baggage"}
 
 
 def _dumps(obj: Any) -> str:
