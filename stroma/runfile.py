@@ -829,6 +829,7 @@ class _JsonlReader:
         self.offset = 0
         """Bytes up to the end of the last line consumed (where ``RunStream.poll`` goes on)."""
         self.truncated_at: int | None = None
+        self._ids: dict[str, str] = {}
         head = self._next()
         if head is None:
             raise RunFileError("file is empty; a run file starts with its header line", path=path, line=1)
@@ -878,6 +879,11 @@ class _JsonlReader:
                 raise RunFileError(f"not valid JSON ({exc.msg})", path=self.path, line=number) from None
             self.offset += nbytes
             self.line = number
+            if type(data) is dict:  # one string per id, not one per line: a big run is mostly ids
+                for key in ("run_id", "node_id"):
+                    value = data.get(key)
+                    if type(value) is str:
+                        data[key] = self._ids.setdefault(value, value)
             batch.append(_decode_event(data, self.path, number))
             if len(batch) >= size:
                 yield batch
