@@ -36,6 +36,7 @@ are kept), and the trace context's ``baggage`` (free-form user data) is dropped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -45,7 +46,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +81,10 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 """The longest ``.jsonl`` line read (a bigger one is refused with a RunFileError)."""
 _MAX_TS = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last second datetime can show
 _ID_FIELDS = ("run_id", "node_id", "parent", "failed_node")
+_IDS_OF = {
+    cls: tuple(f.name for f in dataclasses.fields(cls) if f.name in _ID_FIELDS)
+    for cls in ev.EVENT_TYPES.values()
+}
 _JSON_SPACE = " \t\r\n"
 
 
@@ -99,6 +104,7 @@ def _finite_float(text: str) -> float:
 
 
 _DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _loads(raw: str, path: str, line: int | None) -> Any:
@@ -106,7 +112,14 @@ def _loads(raw: str, path: str, line: int | None) -> Any:
     JSON; RunFileError (naming ``path`` and ``line``) for NaN/Infinity, overflowing numbers, too
     many digits or too deep nesting."""
     try:
-        return _DECODER.decode(raw)
+        try:  # the decoder's scanner on a line that is one object: decode() without its overhead
+            if raw[:1] == "{":
+                obj, end = _SCAN(raw, 0)
+                if end == len(raw) or not raw[end:].strip(_JSON_SPACE):
+                    return obj
+        except StopIteration:
+            pass
+        return _DECODER.decode(raw)  # anything else, and the JSONDecodeError that explains
     except json.JSONDecodeError:
         raise
     except RecursionError:
@@ -492,9 +505,9 @@ def _value_problem(event: ev.LifecycleEvent) -> tuple[str, str] | None:
     ts = event.ts
     if not 0.0 <= ts <= _MAX_TS:
         return "ts", f"{ts!r} is not a time between 1970 and 9999 (seconds since the epoch)"
-    for name in _ID_FIELDS:
-        value = getattr(event, name, None)
-        if value is not None and not _valid_text(value):
+    for name in _IDS_OF[type(event)]:
+        value = getattr(event, name)
+        if value is not None and not value.isascii() and not _valid_text(value):
             return name, _NOT_UNICODE
     return None
 
