@@ -504,12 +504,16 @@ def _value_problem(event: ev.LifecycleEvent) -> tuple[str, str] | None:
     module docstring), else None."""
     ts = event.ts
     if not 0.0 <= ts <= _MAX_TS:
-        return "ts", f"{ts!r} is not a time between 1970 and 9999 (seconds since the epoch)"
+        return "ts", _not_a_time(ts)
     for name in _IDS_OF[type(event)]:
         value = getattr(event, name)
         if value is not None and not value.isascii() and not _valid_text(value):
             return name, _NOT_UNICODE
     return None
+
+
+def _not_a_time(value: float) -> str:
+    return f"{value!r} is not a time between 1970 and 9999 (seconds since the epoch)"
 
 
 _NOT_UNICODE = "is not valid Unicode text (it holds a lone surrogate such as \\ud800)"
@@ -617,7 +621,7 @@ def _written_header(data: Any, path: str, line: int | None) -> RunHeader:
         value = data.get(key)
         if isinstance(value, int | float) and not 0.0 <= value <= _MAX_TS:
             raise RunFileError(
-                f"header {key} {value!r} is not a time between 1970 and 9999 (seconds since the epoch)",
+                f"header {key} {_not_a_time(value)}",
                 path=path,
                 line=line,
                 field=f"header.{key}",
