@@ -12,20 +12,41 @@ Two encodings of one model:
 :class:`RunRecord`. Malformed input raises :class:`~stroma.errors.RunFileError` naming the file,
 line and field. A ``.jsonl`` whose last line was cut off by a kill loads its valid prefix with
 ``truncated=True``.
+
+Limits (a run file is untrusted input: each refusal is a ``RunFileError``, never a crash):
+
+- depth: JSON nested deeper than the interpreter can parse (about ``sys.getrecursionlimit()``
+  levels, 1,000 by default) is refused; no stack is exhausted;
+- size: one ``.jsonl`` line is at most ``MAX_LINE_BYTES`` (64 MiB, the checkpoint stores' load
+  limit); a ``.jsonl`` is read a line at a time, so a big file costs its events, not its text;
+- values: ``NaN`` / ``Infinity`` literals, numbers that overflow a float (``1e999``) and integers
+  over Python's 4,300 digits are refused; ``version`` must be a plain integer (not ``true``); an
+  event's ``ts`` must be a time between 1970 and 9999 (seconds since the epoch); ids (``run_id``,
+  ``node_id``, ``parent``, ``failed_node``) must be valid Unicode (no lone surrogates);
+  ``errors`` items must be ``[path, message]`` pairs; the header's ``pipeline`` a list of strings.
+
+Text read from a file can still hold control characters (in messages, states, ids): whoever prints
+it to a terminal escapes them (``stroma-view``'s headless modes do).
+
+``save(path, redact=True)`` writes a file for sharing: input and output states become ``{}``,
+error messages and the messages of ``ContractViolated.errors`` become ``"<redacted>"`` (field paths
+are kept), and the trace context's ``baggage`` (free-form user data) is dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
 import re
 import secrets
 import socket
+import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,7 +77,60 @@ __all__ = [
 
 FORMAT = "stroma.run"
 FORMAT_VERSION = 1
+MAX_LINE_BYTES = 64 * 1024 * 1024
+"""The longest ``.jsonl`` line read (a bigger one is refused with a RunFileError)."""
+_MAX_TS = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last second datetime can show
+_ID_FIELDS = ("run_id", "node_id", "parent", "failed_node")
+_IDS_OF = {
+    cls: tuple(f.name for f in dataclasses.fields(cls) if f.name in _ID_FIELDS)
+    for cls in ev.EVENT_TYPES.values()
+}
 _JSON_SPACE = " \t\r\n"
+
+
+class _Refused(ValueError):
+    """A JSON value a run file may not hold (NaN, an infinity, a float that overflows)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a number a run file may hold (only finite numbers)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # inf (nan cannot be written as a JSON number)
+        raise _Refused(f"the number {text[:40]} overflows a float; a run file holds finite numbers")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _loads(raw: str, path: str, line: int | None) -> Any:
+    """``json.loads`` with the module's value limits: ``JSONDecodeError`` for text that is not
+    JSON; RunFileError (naming ``path`` and ``line``) for NaN/Infinity, overflowing numbers, too
+    many digits or too deep nesting."""
+    try:
+        try:  # the decoder's scanner on a line that is one object: decode() without its overhead
+            if raw[:1] == "{":
+                obj, end = _SCAN(raw, 0)
+                if end == len(raw) or not raw[end:].strip(_JSON_SPACE):
+                    return obj
+        except StopIteration:
+            pass
+        return _DECODER.decode(raw)  # anything else, and the JSONDecodeError that explains
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise RunFileError(
+            "JSON nested too deeply to read (over about "
+            f"{sys.getrecursionlimit()} levels); a run file's states are not nested so deep",
+            path=path,
+            line=line,
+        ) from None
+    except ValueError as exc:  # _Refused, or int() over 4,300 digits
+        raise RunFileError(f"refused: {exc}", path=path, line=line) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,10 +373,13 @@ class RunRecord:
 
     def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
         """The ``run.json`` document."""
+        header = self.header.to_dict()
+        if redact:
+            _drop_baggage(header)
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
-            "header": self.header.to_dict(),
+            "header": header,
             "events": [_encode(e, redact) for e in self.events],
         }
 
@@ -311,6 +388,7 @@ _REDACTED = "<redacted>"
 
 
 def _encode(event: ev.LifecycleEvent, redact: bool) -> dict[str, Any]:
+    """An event's JSON form; with ``redact``, without values (see the module docstring)."""
     data = ev.event_to_dict(event)
     if redact:
         for key in ("input_state", "output_state"):
@@ -318,7 +396,17 @@ def _encode(event: ev.LifecycleEvent, redact: bool) -> dict[str, Any]:
                 data[key] = {}
         if "message" in data:
             data["message"] = _REDACTED
+        if "errors" in data:  # a validator's message can quote the value: keep the paths only
+            data["errors"] = [[path, _REDACTED] for path, _ in data["errors"]]
+        _drop_baggage(data)
     return data
+
+
+def _drop_baggage(data: dict[str, Any]) -> None:
+    """Remove W3C ``baggage`` (free-form user data) from ``data``'s trace context carriers."""
+    for key in ("carrier", "parent_carrier"):
+        if key in data:
+            data[key] = {k: v for k, v in data[key].items() if k != "baggage"}
 
 
 def _dumps(obj: Any) -> str:
@@ -411,6 +499,57 @@ class RunFileWriter:
 # -- reading ---------------------------------------------------------------------------------
 
 
+def _value_problem(event: ev.LifecycleEvent) -> tuple[str, str] | None:
+    """(field, what is wrong) when a decoded event holds a value a run file may not (see the
+    module docstring), else None."""
+    ts = event.ts
+    if not 0.0 <= ts <= _MAX_TS:
+        return "ts", _not_a_time(ts)
+    for name in _IDS_OF[type(event)]:
+        value = getattr(event, name)
+        if value is not None and not value.isascii() and not _valid_text(value):
+            return name, _NOT_UNICODE
+    return None
+
+
+def _not_a_time(value: float) -> str:
+    return f"{value!r} is not a time between 1970 and 9999 (seconds since the epoch)"
+
+
+_NOT_UNICODE = "is not valid Unicode text (it holds a lone surrogate such as \\ud800)"
+
+
+def _valid_text(value: str) -> bool:
+    """False for a string with a lone surrogate (JSON can escape one; no text can hold one)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _checked(event: ev.LifecycleEvent, path: str, line: int | None, where: str | None) -> ev.LifecycleEvent:
+    problem = _value_problem(event)
+    if problem is None:
+        return event
+    name, why = problem
+    raise RunFileError(
+        f"event does not validate: {name} {why}",
+        path=path,
+        line=line,
+        field=f"{where}.{name}" if where else name,
+    )
+
+
+def _bad_errors_item(value: Any) -> int | None:
+    """The index of the first ``errors`` item that is not a ``[path, message]`` pair."""
+    if not isinstance(value, list):
+        return None
+    return next((i for i, item in enumerate(value) if not (isinstance(item, list) and len(item) == 2)), None)
+
+
 def _decode_event(data: Any, path: str, line: int | None, index: int | None = None) -> ev.LifecycleEvent:
     where = f"events[{index}]" if index is not None else None
     if not isinstance(data, dict):
@@ -418,7 +557,17 @@ def _decode_event(data: Any, path: str, line: int | None, index: int | None = No
             f"expected an event object, got {type(data).__name__}", path=path, line=line, field=where
         )
     try:
-        return ev.event_from_dict(data)
+        return _checked(ev.event_from_dict(data), path, line, where)
+    except ValueError:
+        bad = _bad_errors_item(data.get("errors"))
+        if bad is None:
+            raise
+        raise RunFileError(
+            "event does not validate: expected a [path, message] pair",
+            path=path,
+            line=line,
+            field=f"{where}.errors[{bad}]" if where else f"errors[{bad}]",
+        ) from None
     except KeyError as exc:
         name, _, why = str(exc.args[0]).partition(": ")
         raise RunFileError(
@@ -446,7 +595,7 @@ def _check_header(obj: Any, path: str, line: int | None) -> int:
             line=line,
         )
     version = obj.get("version")
-    if not isinstance(version, int):
+    if type(version) is not int:
         raise RunFileError("format version is missing or not a number", path=path, line=line, field="version")
     if version > FORMAT_VERSION:
         raise RunFileError(
@@ -466,6 +615,17 @@ def _written_header(data: Any, path: str, line: int | None) -> RunHeader:
     run_id = data.get("run_id")
     if not isinstance(run_id, str):
         raise RunFileError("header has no run_id string", path=path, line=line, field="header.run_id")
+    if not _valid_text(run_id):
+        raise RunFileError(f"header run_id {_NOT_UNICODE}", path=path, line=line, field="header.run_id")
+    for key in ("started_at", "finished_at"):
+        value = data.get(key)
+        if isinstance(value, int | float) and not 0.0 <= value <= _MAX_TS:
+            raise RunFileError(
+                f"header {key} {_not_a_time(value)}",
+                path=path,
+                line=line,
+                field=f"header.{key}",
+            )
 
     def num(key: str) -> float | None:
         value = data.get(key)
@@ -479,10 +639,15 @@ def _written_header(data: Any, path: str, line: int | None) -> RunHeader:
         value = data.get(key)
         return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
+    pipeline = data.get("pipeline") or []
+    if not isinstance(pipeline, list) or not all(isinstance(x, str) for x in pipeline):
+        raise RunFileError(
+            "header pipeline is not a list of node ids", path=path, line=line, field="header.pipeline"
+        )
     pid = data.get("writer_pid")
     return RunHeader(
         run_id=run_id,
-        pipeline=tuple(str(x) for x in data.get("pipeline") or ()),
+        pipeline=tuple(pipeline),
         pipeline_name=text("pipeline_name") or "pipeline",
         started_at=num("started_at"),
         finished_at=num("finished_at"),
@@ -594,7 +759,7 @@ def _skip_space(text: str, pos: int) -> int:
 def _top_level(text: str, until: str) -> tuple[dict[str, Any], int] | None:
     """The members of a JSON object document before key ``until``, decoded in order, and where
     ``until``'s value starts (its value is not decoded); None when ``until`` is not found so."""
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     pos = _skip_space(text, 0)
     if not text.startswith("{", pos):
         return None
@@ -613,7 +778,7 @@ def _top_level(text: str, until: str) -> tuple[dict[str, Any], int] | None:
             if key == until:
                 return members, pos
             members[str(key)], pos = decoder.raw_decode(text, pos)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):
         return None
     return None
 
@@ -624,7 +789,7 @@ def _element_line(text: str, index: int) -> int | None:
     found = _top_level(text, "events") if index >= 0 else None
     if found is None:
         return None
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     pos = found[1] + 1  # the list's "["
     try:
         for i in range(index + 1):
@@ -641,10 +806,11 @@ def _element_line(text: str, index: int) -> int | None:
 
 def _load_json(path: str, text: str) -> RunRecord:
     try:
-        doc = json.loads(text)
+        doc = _loads(text, path, None)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and text.lstrip().startswith("{"):
-            return _load_jsonl(path, text)  # a .jsonl saved under another name
+            # a .jsonl saved under another name
+            return _JsonlReader(path, io.BytesIO(text.encode("utf-8"))).record()
         raise RunFileError(
             f"not valid JSON ({exc.msg}, column {exc.colno})", path=path, line=exc.lineno
         ) from None
@@ -666,55 +832,107 @@ def _load_json(path: str, text: str) -> RunRecord:
     return RunRecord(header, events, path=path, format_version=version)
 
 
-def _iter_lines(text: str) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(text.split("\n"), start=1):
-        if line.strip():
-            yield number, line
+class _JsonlReader:
+    """One pass over a ``.jsonl``'s lines (from an open file: never its whole text): the header
+    line, then the events a batch at a time. Bad input raises RunFileError naming file and line;
+    a last line cut off mid-write (no newline, not JSON) ends the run with ``truncated_at``.
+    """
 
-
-def _load_jsonl(path: str, text: str) -> RunRecord:
-    lines = list(_iter_lines(text))
-    if not lines:
-        raise RunFileError("file is empty; a run file starts with its header line", path=path, line=1)
-    ends_cleanly = text.endswith("\n")
-    first_no, first = lines[0]
-    try:
-        head = json.loads(first)
-    except json.JSONDecodeError as exc:
-        raise RunFileError(f"header line is not valid JSON ({exc.msg})", path=path, line=first_no) from None
-    version = _check_header(head, path, first_no)
-    events: list[ev.LifecycleEvent] = []
-    truncated_at: int | None = None
-    last_index = len(lines) - 1
-    for i, (number, line) in enumerate(lines[1:], start=1):
+    def __init__(self, path: str, source: Iterable[bytes]) -> None:
+        self.path = path
+        self._lines = enumerate(source, start=1)
+        self.line = 0
+        """The number of the last line consumed."""
+        self.offset = 0
+        """Bytes up to the end of the last line consumed (where ``RunStream.poll`` goes on)."""
+        self.truncated_at: int | None = None
+        self._ids: dict[str, str] = {}
+        head = self._next()
+        if head is None:
+            raise RunFileError("file is empty; a run file starts with its header line", path=path, line=1)
+        number, text, nbytes, _ = head
+        self.offset += nbytes
+        self.line = number
         try:
-            data = json.loads(line)
+            doc = _loads(text, path, number)
         except json.JSONDecodeError as exc:
-            if i == last_index and not ends_cleanly:
-                truncated_at = number  # the line being written when the process died
-                break
-            raise RunFileError(f"not valid JSON ({exc.msg})", path=path, line=number) from None
-        events.append(_decode_event(data, path, number))
-    header = _merge(_written_header(head.get("header"), path, first_no), events)
-    return RunRecord(
-        header,
-        events,
-        truncated=truncated_at is not None,
-        path=path,
-        format_version=version,
-        truncated_at_line=truncated_at,
-    )
+            raise RunFileError(f"header line is not valid JSON ({exc.msg})", path=path, line=number) from None
+        self.version = _check_header(doc, path, number)
+        self.written = _written_header(doc.get("header"), path, number)
+
+    def _next(self) -> tuple[int, str, int, bool] | None:
+        """The next non-blank line: (number, text, size read, whether it ended with a newline);
+        ``offset`` counts the blank lines skipped, the caller counts the line it consumes."""
+        for number, raw in self._lines:
+            nbytes = len(raw)
+            if nbytes > MAX_LINE_BYTES:
+                raise RunFileError(
+                    f"line is {nbytes:,} bytes, over the {MAX_LINE_BYTES:,}-byte limit of a run file line",
+                    path=self.path,
+                    line=number,
+                )
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RunFileError(
+                    "not a text file (not UTF-8); a run file is JSON", path=self.path, line=number
+                ) from None
+            if text.strip():
+                return number, text, nbytes, text.endswith("\n")
+            self.offset += nbytes
+        return None
+
+    def batches(self, first: int = 2_000, most: int = 20_000) -> Iterator[list[ev.LifecycleEvent]]:
+        """The events, ``first`` in the first batch, doubling up to ``most``."""
+        size, batch = first, list[ev.LifecycleEvent]()
+        while (item := self._next()) is not None:
+            number, text, nbytes, complete = item
+            try:
+                data = _loads(text, self.path, number)
+            except json.JSONDecodeError as exc:
+                if not complete:
+                    self.truncated_at = number  # the line being written when the process died
+                    break
+                raise RunFileError(f"not valid JSON ({exc.msg})", path=self.path, line=number) from None
+            self.offset += nbytes
+            self.line = number
+            if type(data) is dict:  # one string per id, not one per line: a big run is mostly ids
+                for key in ("run_id", "node_id"):
+                    value = data.get(key)
+                    if type(value) is str:
+                        data[key] = self._ids.setdefault(value, value)
+            batch.append(_decode_event(data, self.path, number))
+            if len(batch) >= size:
+                yield batch
+                batch, size = [], min(size * 2, most)
+        yield batch
+
+    def record(self, events: list[ev.LifecycleEvent] | None = None) -> RunRecord:
+        """The run: ``events`` as the batches gave them (read here when None)."""
+        if events is None:
+            events = [e for batch in self.batches() for e in batch]
+        return RunRecord(
+            _merge(self.written, events),
+            events,
+            truncated=self.truncated_at is not None,
+            path=self.path,
+            format_version=self.version,
+            truncated_at_line=self.truncated_at,
+        )
 
 
 def load_run(path: str | Path) -> RunRecord:
     """Read a ``.json`` / ``.jsonl`` run file (or a ``to_json()`` attempt list).
 
     Raises :class:`~stroma.errors.RunFileError` (naming file, line and field) for a missing file,
-    invalid JSON, something that is not a run file, a newer format version, or an event that does
-    not validate.
+    invalid JSON, something that is not a run file, a newer format version, an event that does
+    not validate, or a value over the limits in the module docstring.
     """
     name = str(path)
     try:
+        if name.endswith(".jsonl"):
+            with open(path, "rb") as fh:
+                return _JsonlReader(name, fh).record()
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RunFileError("no such file; check the path", path=name) from None
@@ -724,8 +942,6 @@ def load_run(path: str | Path) -> RunRecord:
         raise RunFileError("not a text file (not UTF-8); a run file is JSON", path=name) from None
     except OSError as exc:
         raise RunFileError(f"cannot be read ({exc.strerror})", path=name) from None
-    if name.endswith(".jsonl"):
-        return _load_jsonl(name, text)
     try:
         return _load_json(name, text)
     except RunFileError as exc:
@@ -777,8 +993,8 @@ def _last_line(path: Path, size: int) -> dict[str, Any] | None:
     for raw in reversed(tail.split(b"\n")):
         if raw.strip():
             try:
-                obj = json.loads(raw)
-            except ValueError:
+                obj = _DECODER.decode(raw.decode("utf-8"))
+            except (ValueError, RecursionError):
                 continue
             return obj if isinstance(obj, dict) else None
     return None
@@ -802,13 +1018,14 @@ def peek_header(path: str | Path) -> RunHeader:
         raise RunFileError(f"cannot be read ({exc.strerror})", path=name) from None
     if jsonl:
         try:
-            doc: Any = json.loads(text.split("\n", 1)[0])
-        except ValueError as exc:
+            doc: Any = _loads(text.split("\n", 1)[0], name, 1)
+        except json.JSONDecodeError as exc:
             raise RunFileError(f"header line is not valid JSON ({exc})", path=name, line=1) from None
         _check_header(doc, name, 1)
         header = _written_header(doc.get("header"), name, 1)
         last = _last_line(p, size)
-        if last is not None and isinstance(last.get("ts"), int | float):
+        ts = last.get("ts") if last is not None else None
+        if last is not None and isinstance(ts, int | float) and 0 <= ts <= _MAX_TS:
             header = replace(header, last_event_at=float(last["ts"]))
             if last.get("type") == "RunFinished":
                 end = _decode_event(last, name, None)
@@ -854,53 +1071,61 @@ class RunStream:
     def batches(self) -> Iterator[list[ev.LifecycleEvent]]:
         """The run's events, in order, a batch at a time; ``record`` is set when they are all in.
 
-        Anything unusual (a bad header, a line that is not JSON, an event that does not validate,
-        a truncated last line) is read again by :func:`load_run`, whose
-        :class:`~stroma.errors.RunFileError` names file, line and field.
+        A ``.jsonl`` is read a line at a time by the one ``.jsonl`` reader (its
+        :class:`~stroma.errors.RunFileError` names file, line and field). In a ``.json``, anything
+        unusual (a bad header, invalid JSON, an event that does not validate) is read again by
+        :func:`load_run`, which explains it.
         """
+        if self.path.suffix == ".jsonl":
+            yield from self._jsonl()
+            return
         sent = 0
         try:
             for batch in self._fast():
                 sent += len(batch)
                 yield batch
-        except _Unusual:
+        except (_Unusual, RecursionError):
             record = load_run(self.path)
             if len(record.events) > sent:
                 yield record.events[sent:]
             self.record = record
-            if record.path is not None and self.path.suffix == ".jsonl":
-                self.line = len(record.events) + 1
-                self.offset = _offset_after_lines(self.path, self.line)
+
+    def _jsonl(self) -> Iterator[list[ev.LifecycleEvent]]:
+        name = str(self.path)
+        try:
+            fh = self.path.open("rb")
+        except OSError:
+            self.record = load_run(self.path)  # raises the RunFileError that explains
+            yield self.record.events
+            return
+        with fh:
+            reader = _JsonlReader(name, fh)
+            events: list[ev.LifecycleEvent] = []
+            for batch in reader.batches(min(2_000, self.batch_size), self.batch_size):
+                events.extend(batch)
+                yield batch
+        self.record = reader.record(events)
+        self.offset, self.line = reader.offset, reader.line
 
     def _fast(self) -> Iterator[list[ev.LifecycleEvent]]:
+        """A ``.json``'s events by the fast path; raises ``_Unusual`` where the loader takes over."""
         p, name = self.path, str(self.path)
+        if p.suffix == ".jsonl":
+            yield from self._jsonl()
+            return
         try:
-            data = p.read_bytes()
-            text = data.decode("utf-8")
+            text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             raise _Unusual from None
-        if p.suffix == ".jsonl":
-            if not text.endswith("\n"):
-                raise _Unusual  # truncated (or a line still being written): the loader marks it
-            lines = text.split("\n")
-            del text
-            try:
-                head = json.loads(lines[0])
-                version = _check_header(head, name, 1)
-                written = _written_header(head.get("header"), name, 1)
-            except (ValueError, RunFileError):
-                raise _Unusual from None
-            raw = _jsonl_objects(lines, 1)
-        else:
-            found = _top_level(text, "events")
-            try:
-                if found is None:
-                    raise _Unusual
-                version = _check_header(found[0], name, None)
-                written = _written_header(found[0].get("header"), name, None)
-            except RunFileError:
-                raise _Unusual from None
-            raw = _json_event_objects(text, found[1])
+        found = _top_level(text, "events")
+        try:
+            if found is None:
+                raise _Unusual
+            version = _check_header(found[0], name, None)
+            written = _written_header(found[0].get("header"), name, None)
+        except RunFileError:
+            raise _Unusual from None
+        raw = _json_event_objects(text, found[1])
         events: list[ev.LifecycleEvent] = []
         decode = ev.event_from_dict
         size = min(2_000, self.batch_size)  # a small first batch puts rows on screen at once
@@ -909,20 +1134,20 @@ class RunStream:
             for objs in raw:
                 if any(type(obj) is not dict for obj in objs):
                     raise _Unusual
-                batch.extend(map(decode, objs))
+                decoded = list(map(decode, objs))
+                if any(map(_value_problem, decoded)):
+                    raise _Unusual
+                batch.extend(decoded)
                 while len(batch) >= size:
                     events.extend(batch[:size])
                     yield batch[:size]
                     del batch[:size]
                     size = min(size * 2, self.batch_size)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise _Unusual from None
         events.extend(batch)
         yield batch
         self.record = RunRecord(_merge(written, events), events, path=name, format_version=version)
-        if p.suffix == ".jsonl":
-            self.offset = len(data)
-            self.line = len(events) + 1
 
     def poll(self) -> list[ev.LifecycleEvent]:
         """Events appended to a ``.jsonl`` since the last read (an incomplete last line waits for
@@ -943,26 +1168,14 @@ class RunStream:
                 continue
             self.line += 1
             try:
-                out.append(ev.event_from_dict(json.loads(raw)))
+                data = _loads(raw.decode("utf-8"), str(self.path), self.line)
+                out.append(_decode_event(data, str(self.path), self.line))
+            except RunFileError as exc:
+                self.errors.append(f"{exc} (skipped)")
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 self.errors.append(f"{self.path}, line {self.line}: skipped ({exc})")
         self.offset += end + 1
         return out
-
-
-def _offset_after_lines(path: Path, lines: int) -> int:
-    """Byte offset just after the ``lines``-th non-blank line."""
-    data = path.read_bytes()
-    pos = 0
-    seen = 0
-    while seen < lines:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            return len(data)
-        if data[pos:nl].strip():
-            seen += 1
-        pos = nl + 1
-    return pos
 
 
 def _json_event_objects(text: str, pos: int) -> Iterator[list[Any]]:
@@ -975,7 +1188,7 @@ def _json_event_objects(text: str, pos: int) -> Iterator[list[Any]]:
     """
     if not text.startswith("[", pos):
         raise _Unusual
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     pos += 1
     n = len(text)
     misses = 0
@@ -988,7 +1201,7 @@ def _json_event_objects(text: str, pos: int) -> Iterator[list[Any]]:
             cut = _EVENT_CUT.search(text, pos + _CHUNK_CHARS)
             if cut is not None:
                 try:
-                    objs = json.loads("[" + text[pos : cut.start() + 1] + "]")
+                    objs = _DECODER.decode("[" + text[pos : cut.start() + 1] + "]")
                 except ValueError:
                     misses += 1
                     limit = cut.end()  # one at a time up to (and past) the cut that missed
@@ -1012,23 +1225,4 @@ def _json_event_objects(text: str, pos: int) -> Iterator[list[Any]]:
                 break
             else:
                 raise _Unusual
-        yield objs
-
-
-def _jsonl_objects(lines: list[str], start: int) -> Iterator[list[Any]]:
-    """The JSON values of ``lines[start:]`` (blank lines skipped), a list at a time."""
-    decode = json.JSONDecoder().raw_decode
-    for at in range(start, len(lines), 1_000):
-        objs = []
-        for line in lines[at : at + 1_000]:
-            if not line.strip():
-                continue
-            begin = 0 if line[0] == "{" else len(line) - len(line.lstrip(_JSON_SPACE))
-            try:
-                obj, end = decode(line, begin)
-            except json.JSONDecodeError:
-                raise _Unusual from None
-            if end != len(line) and line[end:].strip(_JSON_SPACE):
-                raise _Unusual  # extra data after the value
-            objs.append(obj)
         yield objs

@@ -22,7 +22,7 @@ from pathlib import Path
 from viewer.model.diff import DiffView
 from viewer.model.index import RunIndex
 from viewer.model.loading import LoadedRun, ViewerInputError, load, peek
-from viewer.model.report import FORMATS, diff_report, run_is_bad, summary_report
+from viewer.model.report import FORMATS, diff_report, run_is_bad, summary_report, terminal_safe
 
 __all__ = ["main"]
 
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    print(message, file=sys.stderr)
+    print("\n".join(map(terminal_safe, message.split("\n"))), file=sys.stderr)
     return EXIT_BAD_INPUT
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stroma import RunRecord
+from stroma import RunFileError, RunRecord
 from stroma import events as ev
 from stroma import runfile as loading
 from stroma.runfile import _Unusual as StreamFallback  # the fast path giving up (the loader reads)
@@ -158,13 +158,13 @@ def test_jsonl_lines_decode_like_json_loads(fixtures: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("extra", ["{}", "x", "]", ",", '"tail"'])
-def test_a_jsonl_line_with_extra_data_falls_back(fixtures: Path, tmp_path: Path, extra: str) -> None:
-    """Two values on one line (or trailing garbage) is not a valid line: the loader explains it."""
+def test_a_jsonl_line_with_extra_data_is_refused(fixtures: Path, tmp_path: Path, extra: str) -> None:
+    """Two values on one line (or trailing garbage) is not a valid line: the reader names it."""
     lines = jsonl_lines(fixtures / "failed.json")
     lines[3] = f"{lines[3]} {extra}"
     path = tmp_path / "extra.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(StreamFallback):
+    with pytest.raises(RunFileError, match=r"extra\.jsonl, line 4: not valid JSON"):
         streamed(path)
 
 

@@ -2,6 +2,11 @@
 
 The same model objects the screens show (RunIndex, CostReport, RunComparison) are printed here, so
 ``stroma-view --summary`` / ``--diff`` and the TUI never disagree.
+
+Everything printed comes from a file someone else may have written, so every character that is
+not printable (control characters such as ESC, C1 controls, bidi overrides, lone surrogates, a
+newline inside an id or message) is escaped before it reaches the terminal: ``\x1b`` in text and
+markdown (as ``repr`` shows it), ``\u001b`` in JSON (still the same JSON value).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ __all__ = [
     "spend_text",
     "state_line",
     "summary_report",
+    "terminal_safe",
 ]
 
 
@@ -36,6 +42,37 @@ def label(status: str) -> str:
 
 
 FORMATS = ("text", "markdown", "json")
+
+
+def _repr_escape(char: str) -> str:
+    return repr(char)[1:-1]
+
+
+def _json_escape(char: str) -> str:
+    return json.dumps(char)[1:-1]
+
+
+def terminal_safe(line: str, *, in_json: bool = False) -> str:
+    """``line`` with every non-printable character (a newline too) escaped: ``repr``-style, or as
+    a JSON ``\\uXXXX`` escape when ``line`` is a line of JSON text (where it stays the same value)."""
+    if line.isprintable():
+        return line
+    escape = _json_escape if in_json else _repr_escape
+    return "".join(c if c.isprintable() else escape(c) for c in line)
+
+
+def _lines(out: list[str]) -> str:
+    """The report's lines joined for printing, each made terminal-safe."""
+    return "\n".join(map(terminal_safe, out))
+
+
+def _json_report(data: Any) -> str:
+    """``data`` as indented JSON whose every line is terminal-safe (json.dumps leaves DEL, C1
+    controls, format characters and lone surrogates as they are)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    return "\n".join(terminal_safe(line, in_json=True) for line in text.split("\n"))
+
+
 _GOOD = ("COMPLETED", "RESUMED")
 
 
@@ -148,7 +185,7 @@ def node_line(n: Node) -> str:
 def summary_report(index: RunIndex, fmt: str = "text", max_failures: int = 20) -> str:
     """The run summary in ``fmt`` (text, markdown or json)."""
     if fmt == "json":
-        return json.dumps(_summary_dict(index), indent=2, ensure_ascii=False, default=str)
+        return _json_report(_summary_dict(index))
     h = index.header
     cost = cost_report(index)
     nodes = index.ordered()
@@ -206,13 +243,13 @@ def summary_report(index: RunIndex, fmt: str = "text", max_failures: int = 20) -
             f"{'- ' if md else '  '}budget {d.decision}: {d.node_id} {d.dimension} "
             f"{d.detail or f'used {d.used:g} of {d.limit:g}'}"
         )
-    return "\n".join(out)
+    return _lines(out)
 
 
 def diff_report(c: RunComparison, fmt: str = "text") -> str:
     """The diff of two runs in ``fmt`` (text, markdown or json), older run (by start time) first."""
     if fmt == "json":
-        return json.dumps(c.to_dict(), indent=2, ensure_ascii=False, default=str)
+        return _json_report(c.to_dict())
     md = fmt == "markdown"
     first = c.first_divergence
     out: list[str] = []
@@ -239,4 +276,4 @@ def diff_report(c: RunComparison, fmt: str = "text") -> str:
                 f"  {CHANGE_ICONS[n.change]} {n.node_id:<24} {n.change.value:<26} "
                 f"{label(n.a.status)} → {label(n.b.status)}"
             )
-    return "\n".join(out)
+    return _lines(out)
