@@ -40,8 +40,8 @@ print(before * 1024, peak * 1024, len(record.events))
 def write_run(path: Path, size_bytes: int) -> int:
     """Write a finished run of ``.jsonl`` lines to ``path`` until it is ``size_bytes``; returns the
     node count."""
-    from stroma import events as ev  # noqa: PLC0415 - keep the parent's imports out of the numbers
-    from stroma.runfile import FORMAT, FORMAT_VERSION, RunHeader, _dumps  # noqa: PLC0415
+    from stroma import events as ev
+    from stroma.runfile import FORMAT, FORMAT_VERSION, RunHeader, _dumps
 
     run_id, ts, written, node = "bench-run", 1_700_000_000.0, 0, 0
     with path.open("w", encoding="utf-8") as fh:

@@ -1010,8 +1010,7 @@ class ReliabilityContext:
                     field_paths=tuple(err.field_paths),
                     error_count=len(err.errors),
                     errors=tuple(
-                        (path, str(e.get("msg", "")))
-                        for path, e in zip(err.field_paths, err.errors, strict=True)
+                        (path, _value_free(e)) for path, e in zip(err.field_paths, err.errors, strict=True)
                     ),
                 )
             )
@@ -1230,6 +1229,19 @@ class ReliabilityContext:
             rec.tokens = spent.input_tokens + spent.output_tokens
             if rec.used_model is not None:
                 rec.cost_usd = estimate_cost_usd(rec.used_model, rec.input_tokens, rec.output_tokens)
+
+
+_OWN_MESSAGES = frozenset({"value_error", "assertion_error"})
+
+
+def _value_free(error: dict[str, Any]) -> str:
+    """A contract error's message without the input's values: pydantic's own messages name what
+    was expected, never the input; a custom validator's message may quote it, so its error
+    type stands in for it (the full text stays on AttemptFailed.message)."""
+    kind = str(error.get("type", ""))
+    if kind in _OWN_MESSAGES or kind.startswith("custom"):
+        return kind
+    return str(error.get("msg", ""))
 
 
 def _rejected_output(err: Exception) -> dict[str, Any] | None:

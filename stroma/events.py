@@ -375,6 +375,8 @@ def _decode_checked(data: dict[str, Any]) -> LifecycleEvent:
             elif name == "errors":
                 if not isinstance(value, list):
                     raise TypeError(f"{name}: expected a list, got {type(value).__name__}")
+                if not all(isinstance(item, list) and len(item) == 2 for item in value):
+                    raise TypeError(f"{name}: expected a list of [path, message] pairs")
                 value = tuple((str(p), str(m)) for p, m in value)
             kwargs[name] = value
     try:

@@ -1188,7 +1188,6 @@ def _json_event_objects(text: str, pos: int) -> Iterator[list[Any]]:
     """
     if not text.startswith("[", pos):
         raise _Unusual
-    decoder = _DECODER
     pos += 1
     n = len(text)
     misses = 0
@@ -1209,20 +1208,28 @@ def _json_event_objects(text: str, pos: int) -> Iterator[list[Any]]:
                     yield objs
                     pos = cut.end()
                     continue
-        objs = []
-        while pos < limit:
-            try:
-                obj, pos = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError:
-                raise _Unusual from None
-            objs.append(obj)
-            pos = _skip_space(text, pos)
-            if pos < n and text[pos] == ",":
-                pos = _skip_space(text, pos + 1)
-                if pos < n and text[pos] == "]":  # a trailing comma: the loop above ends the array
-                    break
-            elif pos < n and text[pos] == "]":
-                break
-            else:
-                raise _Unusual
+        objs, pos = _one_at_a_time(text, pos, limit)
         yield objs
+
+
+def _one_at_a_time(text: str, pos: int, limit: int) -> tuple[list[Any], int]:
+    """The array elements from ``pos`` up to ``limit`` (or the array's end), decoded one by one;
+    and where decoding stopped."""
+    n = len(text)
+    objs = []
+    while pos < limit:
+        try:
+            obj, pos = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            raise _Unusual from None
+        objs.append(obj)
+        pos = _skip_space(text, pos)
+        if pos < n and text[pos] == ",":
+            pos = _skip_space(text, pos + 1)
+            if pos < n and text[pos] == "]":  # a trailing comma: the caller's loop ends the array
+                break
+        elif pos < n and text[pos] == "]":
+            break
+        else:
+            raise _Unusual
+    return objs, pos

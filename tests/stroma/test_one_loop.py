@@ -262,3 +262,36 @@ async def test_concurrent_runs_on_one_runner_keep_their_own_keys() -> None:
     assert len({r.run_id for r in results}) == 1000
     assert wrong == []
     assert "_stroma_idempotency_key" not in runner.config.context
+
+
+async def test_contract_errors_carry_no_values_a_custom_validator_quoted() -> None:
+    """ContractViolated.errors keeps pydantic's own messages (they name what was expected) but not
+    a custom validator's, which may quote the input: its error type stands in."""
+    from pydantic import field_validator
+
+    from stroma.events import ContractViolated
+
+    class Secretive(BaseModel):
+        """An output whose validator quotes the value it refuses."""
+
+        code: str
+        n: int
+
+        @field_validator("code")
+        @classmethod
+        def _no_secrets(cls, value: str) -> str:
+            raise ValueError(f"refusing {value!r}")
+
+    runner = StromaRunner.quick()
+
+    @runner.node("leaky", input=Count, output=Secretive)
+    async def leaky(state: Count) -> dict[str, Any]:
+        return {"code": "hunter2", "n": "x"}
+
+    result = await runner.run([leaky], Count(n=0))
+    (violated,) = [e for e in result.trace.log if isinstance(e, ContractViolated)]
+    assert dict(violated.errors) == {
+        "code": "value_error",
+        "n": "Input should be a valid integer, unable to parse string as an integer",
+    }
+    assert "hunter2" not in repr(violated)

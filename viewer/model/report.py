@@ -182,6 +182,43 @@ def node_line(n: Node) -> str:
     return f"{attempts:>11}  {n.failures:>2} failed  {wall:>14}  {own:>18}  {tokens:>11}  {cost:>8}"
 
 
+def _node_lines(nodes: list[Any], md: bool) -> list[str]:
+    """One line per node: a markdown table, or the text listing."""
+    if not md:
+        out = ["nodes:"]
+        for n in nodes:
+            indent = "    " if n.parent else "  "
+            head = f"{indent}{n.icon} {n.node_id:<24} {label(n.status):<12}"
+            out.append(f"{head} {node_line(n)}  {n.failure_class or ''}")
+        return out
+    out = [
+        "| | node | status | attempts | failed | wall | attempts' time | tokens | cost | class |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for n in nodes:
+        out.append(
+            f"| {n.icon} | `{n.node_id}` | {label(n.status)} | {len(n.attempts)} | {n.failures} | "
+            f"{fmt_ms(n.wall_ms)} | {fmt_ms(n.attempt_ms)} | {fmt_tokens(n.tokens)} | "
+            f"{fmt_cost(n.cost_usd)} | {n.failure_class or ''} |"
+        )
+    return out
+
+
+def _failure_lines(failures: list[Any], md: bool, max_failures: int) -> list[str]:
+    """One line per failed attempt (the first ``max_failures``)."""
+    out = []
+    for a in failures[:max_failures]:
+        msg = (a.message or "").splitlines()[0][:120] if a.message else ""
+        bullet = "- " if md else "  "
+        out.append(
+            f"{bullet}{a.node_id} #{a.number} {a.error_type} [{a.failure_class}, decided by "
+            f"{a.decided_by or '–'}]: {msg}"
+        )
+    if len(failures) > max_failures:
+        out.append(f"  … and {len(failures) - max_failures} more")
+    return out
+
+
 def summary_report(index: RunIndex, fmt: str = "text", max_failures: int = 20) -> str:
     """The run summary in ``fmt`` (text, markdown or json)."""
     if fmt == "json":
@@ -205,35 +242,11 @@ def summary_report(index: RunIndex, fmt: str = "text", max_failures: int = 20) -
     if state := state_line(index):
         out.append(state)
     out.append("")
-    if md:
-        out += [
-            "| | node | status | attempts | failed | wall | attempts' time | tokens | cost | class |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for n in nodes:
-            out.append(
-                f"| {n.icon} | `{n.node_id}` | {label(n.status)} | {len(n.attempts)} | {n.failures} | "
-                f"{fmt_ms(n.wall_ms)} | {fmt_ms(n.attempt_ms)} | {fmt_tokens(n.tokens)} | "
-                f"{fmt_cost(n.cost_usd)} | {n.failure_class or ''} |"
-            )
-    else:
-        out.append("nodes:")
-        for n in nodes:
-            indent = "    " if n.parent else "  "
-            head = f"{indent}{n.icon} {n.node_id:<24} {label(n.status):<12}"
-            out.append(f"{head} {node_line(n)}  {n.failure_class or ''}")
+    out += _node_lines(nodes, md)
     if failures:
         out.append("")
         out.append("**failures:**" if md else "failures:")
-        for a in failures[:max_failures]:
-            msg = (a.message or "").splitlines()[0][:120] if a.message else ""
-            bullet = "- " if md else "  "
-            out.append(
-                f"{bullet}{a.node_id} #{a.number} {a.error_type} [{a.failure_class}, decided by "
-                f"{a.decided_by or '–'}]: {msg}"
-            )
-        if len(failures) > max_failures:
-            out.append(f"  … and {len(failures) - max_failures} more")
+        out += _failure_lines(failures, md, max_failures)
     out.append("")
     spent = spend_text(cost.total_tokens, cost.total_cost_usd, cost.carried_tokens, cost.carried_cost_usd)
     out.append(f"cost: {spent}; {cost.failed_share:.0%} of this run's spent on failed attempts")
