@@ -132,6 +132,30 @@ def _consumers(app: Any, queue: str) -> int:
         return int(conn.default_channel.queue_declare(queue, passive=True).consumer_count)
 
 
+def _check_ledger(
+    ledger: Path, nodes: tuple[str, ...], finals: dict[str, Any], hung: str, victim_pid: int
+) -> None:
+    """Every committed node ran exactly once; the only lost execution is the victim's n3."""
+    # every execution of a node, committed or not, fsynced before the node returned
+    executions: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    for line in ledger.read_text().splitlines():
+        run_id, node_id, token, pid = line.split()
+        executions[run_id, node_id].append((token, int(pid)))
+    for run_id, final in finals.items():
+        assert final is not None
+        assert len(final.tokens) == len(nodes)
+        for node_id, committed in zip(nodes, final.tokens, strict=True):
+            ran = executions[run_id, node_id]
+            assert ran[-1][0] == committed, (run_id, node_id, ran)  # nothing ran after the commit
+            lost = ran[:-1]  # executions whose output no commit kept
+            if run_id == hung and node_id == "n3":
+                assert [pid for _, pid in lost] == [victim_pid]  # the one the kill interrupted
+            else:
+                assert lost == [], (run_id, node_id, ran)
+    for node_id in ("n1", "n2"):  # committed by the victim before the kill, and kept
+        assert [pid for _, pid in executions[hung, node_id]] == [victim_pid]
+
+
 def test_three_workers_one_killed_every_run_completes_once(
     env: dict[str, str], app_module: Any, tmp_path: Path, unique: str
 ) -> None:
@@ -176,25 +200,7 @@ def test_three_workers_one_killed_every_run_completes_once(
     assert statuses == {RunStatus.COMPLETED: RUNS - 1, RunStatus.RESUMED: 1}, statuses
     assert progress[hung].status == RunStatus.RESUMED
 
-    # The ledger: every execution of a node, committed or not, fsynced before the node returned.
-    executions: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
-    for line in Path(env["STROMA_TEST_LEDGER"]).read_text().splitlines():
-        run_id, node_id, token, pid = line.split()
-        executions[run_id, node_id].append((token, int(pid)))
-    for run_id in run_ids:
-        final = finals[run_id]
-        assert final is not None
-        assert len(final.tokens) == len(app_module.NODES)
-        for node_id, committed in zip(app_module.NODES, final.tokens, strict=True):
-            ran = executions[run_id, node_id]
-            assert ran[-1][0] == committed, (run_id, node_id, ran)  # nothing ran after the commit
-            lost = ran[:-1]  # executions whose output no commit kept
-            if run_id == hung and node_id == "n3":
-                assert [pid for _, pid in lost] == [victim.pid]  # the one the kill interrupted
-            else:
-                assert lost == [], (run_id, node_id, ran)
-    for node_id in ("n1", "n2"):  # committed by the victim before the kill, and kept
-        assert [pid for _, pid in executions[hung, node_id]] == [victim.pid]
+    _check_ledger(Path(env["STROMA_TEST_LEDGER"]), app_module.NODES, finals, hung, victim.pid)
 
     # The killed run's files: the attempt cut short by the kill, then the resume after n2.
     records = [load_run(p) for p in (tmp_path / "runs").glob("*.jsonl")]
