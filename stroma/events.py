@@ -375,8 +375,9 @@ def _decode_checked(data: dict[str, Any]) -> LifecycleEvent:
             elif name == "errors":
                 if not isinstance(value, list):
                     raise TypeError(f"{name}: expected a list, got {type(value).__name__}")
-                if not all(isinstance(item, list) and len(item) == 2 for item in value):
-                    raise TypeError(f"{name}: expected a list of [path, message] pairs")
+                for k, item in enumerate(value):
+                    if not isinstance(item, list) or len(item) != 2:
+                        raise TypeError(f"{name}[{k}]: expected a [path, message] pair")
                 value = tuple((str(p), str(m)) for p, m in value)
             kwargs[name] = value
     try:

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, field_validator
 
 from stroma import RunFileError, StromaRunner, load_run, runfile
-from stroma.events import ContractViolated, RunStarted
+from stroma.events import AttemptFailed, ContractViolated, RunStarted
 from stroma.runfile import RunRecord, RunStream, save_run
 from stroma.testing import FakeClock
 
@@ -44,7 +44,9 @@ async def test_redacted_save_drops_validator_messages_that_quote_values(
     result = await runner.run([leak], Count(n=1))
     violated = [e for e in result.trace.log if isinstance(e, ContractViolated)]
     assert violated
-    assert SECRET in str(violated[0].errors)  # the in-memory event quotes it
+    assert SECRET not in str(violated[0].errors)  # the event itself carries no values
+    failed = [e for e in result.trace.log if isinstance(e, AttemptFailed)]
+    assert SECRET in failed[0].message  # the local message (and the rejected output) quote it
     text = result.save(tmp_path / "shared.json", redact=True).read_text(encoding="utf-8")
     assert SECRET not in text
     saved = [e for e in load_run(tmp_path / "shared.json").events if isinstance(e, ContractViolated)]
