@@ -342,14 +342,13 @@ class ReliabilityContext:
         "_last_out",
         "_limited",
         "_mono",
-        "_mono0",
         "_node_policies",
+        "_offset",
         "_policies",
         "_rec",
         "_resuming",
         "_t0",
         "_timeouts",
-        "_wall0",
         "_writer",
         "carrier",
         "checkpoint_manager",
@@ -395,8 +394,9 @@ class ReliabilityContext:
         self._dispatch = Dispatcher(every_hook) if every_hook else Dispatcher.EMPTY
         self._clock = clock = current_clock()
         self._mono = clock.monotonic
-        self._mono0 = clock.monotonic()
-        self._wall0 = clock.time()
+        mono0 = clock.monotonic()
+        # wall time of a monotonic reading: one clock read per event, never going backwards
+        self._offset = clock.time() - mono0
         self._writer = RunFileWriter(config.trace_dir) if config.trace_dir is not None else None
         self._rec: Recorder = (
             LiveRecorder(self.trace, self._dispatch, self._writer)
@@ -416,7 +416,7 @@ class ReliabilityContext:
         self._resuming = False
         self._committed = 0
         self._last_node: str | None = None
-        self._t0 = self._mono0
+        self._t0 = mono0
         self._last_out: tuple[Any, State] | None = None
         self.last_output: Any = None  # the last state a step produced (or its input)
         self.lease: Lease | None = None  # the run's lease (runner.run / resume); commits carry its token
@@ -499,10 +499,10 @@ class ReliabilityContext:
     def _now(self) -> float:
         # Wall time derived from the monotonic clock: one clock read per event, and timestamps
         # that never go backwards within a run.
-        return self._wall0 + (self._mono() - self._mono0)
+        return self._offset + self._mono()
 
     def _wall(self, mono: float) -> float:
-        return self._wall0 + (mono - self._mono0)
+        return self._offset + mono
 
     async def emit(self, event: ev.LifecycleEvent) -> None:
         """Publish ``event`` to the trace, the run file and every hook."""
@@ -676,7 +676,7 @@ class ReliabilityContext:
             tracker.total_tokens,
             tracker.total_cost_usd,
             tracker.total_latency_ms,
-            self._now() if mono is None else self._wall0 - self._mono0 + mono,
+            self._now() if mono is None else self._offset + mono,
         )
 
     # -- budgets and policies ------------------------------------------------------------------
@@ -817,12 +817,7 @@ class ReliabilityContext:
             run_id=self.run_id,
             token=lease.token,
         )
-        await self.emit(
-            ev.NodeStarted(
-                run_id=self.run_id, ts=self._wall(node_t0), node_id=step_id, max_attempts=max_attempts
-            )
-        )
-        await self._node_failed(step_id, 0, node_t0, FailureClass.TERMINAL, exc)
+        await self._fail_before_start(step_id, node_t0, max_attempts, FailureClass.TERMINAL, exc)
         raise exc
 
     async def _deny_carried_spend(self, step_id: str, node_t0: float, max_attempts: int) -> None:
@@ -830,13 +825,19 @@ class ReliabilityContext:
         try:
             await self._check_budget(step_id, only_denials=True)
         except BudgetExceeded as exc:
-            await self.emit(
-                ev.NodeStarted(
-                    run_id=self.run_id, ts=self._wall(node_t0), node_id=step_id, max_attempts=max_attempts
-                )
-            )
-            await self._node_failed(step_id, 0, node_t0, FailureClass.RECOVERABLE, exc)
+            await self._fail_before_start(step_id, node_t0, max_attempts, FailureClass.RECOVERABLE, exc)
             raise
+
+    async def _fail_before_start(
+        self, step_id: str, node_t0: float, max_attempts: int, failure_class: FailureClass, exc: Exception
+    ) -> None:
+        """A node stopped before its first attempt: its start and its failed end, with no attempt."""
+        await self.emit(
+            ev.NodeStarted(
+                run_id=self.run_id, ts=self._wall(node_t0), node_id=step_id, max_attempts=max_attempts
+            )
+        )
+        await self._node_failed(step_id, 0, node_t0, failure_class, exc)
 
     def _open_attempt(
         self, step_id: str, in_state: State, ctx: Any, attempt: int, max_attempts: int, node_t0: float
@@ -850,7 +851,7 @@ class ReliabilityContext:
         if type(ctx) is dict:
             ctx[IDEMPOTENCY_KEY] = f"{self.run_id}:{step_id}"
             ctx[ATTEMPT_KEY] = attempt
-        offset = self._wall0 - self._mono0
+        offset = self._offset
         # positional on the hot path (keywords cost more than the rest of the record): the
         # order is AttemptRecord's, and test_one_loop checks every field of the events built from it
         rec = AttemptRecord(
@@ -919,7 +920,7 @@ class ReliabilityContext:
         except BaseException:  # cancelled mid-attempt: the attempt did start
             self._rec.flush()
             raise
-        rec.ended = self._wall0 - self._mono0 + mono()
+        rec.ended = self._offset + mono()
         self._last_out = (output, payload)
         pending = self._rec.succeed(rec)
         if pending is not None:
@@ -977,7 +978,7 @@ class ReliabilityContext:
         self._last_node = rec.node_id
         saved = self._mono()
         rec.store = manager.kind
-        rec.saved = self._wall0 - self._mono0 + saved
+        rec.saved = self._offset + saved
         rec.checkpoint_ms = (saved - done) * 1000.0
 
     async def _decide(
