@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import math
@@ -232,13 +233,18 @@ class LiveRecorder:
     file and handed to the listeners. ``begin``/``succeed`` return an awaitable only when an
     async listener needs awaiting."""
 
-    __slots__ = ("_add", "_add_attempt", "_decode", "_dispatch", "_writer")
+    __slots__ = ("_add", "_add_attempt", "_decode", "_dispatch", "_writer", "node_context")
 
     def __init__(self, trace: ExecutionTrace, dispatch: Dispatcher, writer: RunFileWriter | None) -> None:
         self._add, self._add_attempt = trace.recorders()
         self._dispatch = dispatch
         self._writer = writer
         self._decode = StateDecoder()
+        self.node_context: contextvars.Context | None = None
+        """The context right after the current node's NodeStarted reached the listeners (before
+        its attempts'): the node's commit runs in it, so what a listener made current for the
+        node (an OpenTelemetry node span) is current for the store I/O, and what it made current
+        for an attempt is not."""
 
     def emit(self, event: ev.LifecycleEvent) -> Awaitable[None] | None:
         """Publish one event."""
@@ -253,7 +259,13 @@ class LiveRecorder:
 
     def begin(self, rec: AttemptRecord) -> Awaitable[None] | None:
         """An attempt starts (and its node, on the first attempt)."""
-        return self._emit_all(attempt_opened(rec, self._decode))
+        opened = attempt_opened(rec, self._decode)
+        if len(opened) == 1:
+            return self.emit(opened[0])
+        first = self.emit(opened[0])  # NodeStarted
+        self.node_context = contextvars.copy_context()
+        second = self.emit(opened[1])
+        return _together([p for p in (first, second) if p is not None])
 
     def succeed(self, rec: AttemptRecord) -> Awaitable[None] | None:
         """An attempt succeeded: its checkpoint, its success and its node's end."""
@@ -274,6 +286,9 @@ class QuietRecorder:
     check, a failure) first logs the attempt's opening, so the log keeps the live order."""
 
     __slots__ = ("_add", "_add_attempt", "_open")
+
+    node_context = None
+    """Nobody listens: the commit runs in the run's own context."""
 
     def __init__(self, trace: ExecutionTrace) -> None:
         self._add, self._add_attempt = trace.recorders()
@@ -952,7 +967,10 @@ class ReliabilityContext:
         ref = schema_ref(type(output))
         progress = self._progress_fields("running", done, committing=rec.node_id)
         if manager.commit_inline is None:
-            return self._commit_to_store(manager, rec, output, payload, ref, progress, done)
+            commit = self._commit_to_store(manager, rec, output, payload, ref, progress, done)
+            where = self._rec.node_context
+            # in the node's context, after the attempt's (see LiveRecorder.node_context)
+            return commit if where is None else asyncio.create_task(commit, context=where)
         stored = encode_checkpoint(rec.node_id, output, payload)  # refused here if it could not load
         manager.commit_inline(self.run_id, rec.node_id, stored, ref, progress, token=self._token())
         self._saved(rec, manager, done)

@@ -9,8 +9,10 @@ its NodeStarted / NodeFinished, which the engine emits from the child's task.
 
 Between RunStarted and RunFinished the run span is the current span of the run's task (so store
 I/O the engine does for the run, auto-instrumented, nests under it), a node's span between its
-NodeStarted and NodeFinished (its checkpoint commit nests under the node), and the attempt span
-while an attempt runs.
+NodeStarted and NodeFinished, and the attempt span while an attempt runs. A node's checkpoint
+commit runs in the context its NodeStarted left (the engine's ``LiveRecorder.node_context``), so
+its store I/O nests under the node span, after the attempt span (which ends when the attempt's
+own ``duration_ms`` does).
 
 One tree per run however Stroma was instrumented: the first recorder to see a run's RunStarted
 owns the run; any other recorder in the process (``configure()`` plus ``with_hooks(otel_hooks())``,
@@ -112,6 +114,7 @@ class _Node:
     __slots__ = (
         "attempt",
         "attempt_rec",
+        "attempt_start",
         "attempt_token",
         "children",
         "ctx",
@@ -128,6 +131,7 @@ class _Node:
         self.ctx = _set_span(span)
         self.attempt: Span | None = None
         self.attempt_rec = False
+        self.attempt_start = 0.0
         self.attempt_token: object | None = None
         self.children: dict[str, _Node] | None = None
         self.error_type: str | None = None
@@ -495,6 +499,7 @@ class SpanRecorder:
         if rec and self._capture:
             span.set_attribute(a.STATE_INPUT, _content(e.input_state))
         node.attempt = span
+        node.attempt_start = e.ts
         node.attempt_token = otel_context.attach(_set_span(span)) if self._live else None
 
     def _attempt_succeeded(self, e: ev.AttemptSucceeded) -> None:
@@ -516,7 +521,9 @@ class SpanRecorder:
                 attrs[a.STATE_OUTPUT] = _content(e.output_state)
             if attrs:
                 span.set_attributes(attrs)
-        span.end(_ns(e.ts))
+        # The attempt is the node's code and its checks: the commit after it is the node's (its
+        # store I/O nests under the node span), so the span ends when the attempt's own time does.
+        span.end(_ns(min(e.ts, node.attempt_start + e.duration_ms / 1000.0)))
         if self._metrics is not None:
             self._metrics.usage(run.workflow, e.model, e.input_tokens, e.output_tokens, e.cost_usd)
 

@@ -321,24 +321,22 @@ def test_an_unknown_exporter_or_protocol_is_a_typed_error(
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
-class Recorded(BaseModel):
-    """What a store saw: the node id and the current span."""
-
-    node_id: str
-    span: str
-
-
 class SpyStore:
-    """An async store that records the current span at every save."""
+    """An async store that records, at every save, the node id, the current span's name, its
+    trace id and the fake clock's time; each save takes ``save_s`` seconds of that clock."""
 
-    def __init__(self) -> None:
-        self.saves: list[tuple[str, str, int]] = []
+    def __init__(self, clock: FakeClock, save_s: float = 0.0) -> None:
+        self.clock = clock
+        self.save_s = save_s
+        self.saves: list[tuple[str, str, int, float]] = []
         self._data: dict[tuple[str, str], BaseModel] = {}
 
     async def save(self, run_id: str, node_id: str, state: BaseModel) -> None:
-        """Record the current span, keep the state."""
+        """Record the current span and the time, keep the state."""
         span = trace.get_current_span()
-        self.saves.append((node_id, getattr(span, "name", ""), span.get_span_context().trace_id))
+        name = getattr(span, "name", "")
+        self.saves.append((node_id, name, span.get_span_context().trace_id, self.clock.time()))
+        self.clock.advance(self.save_s)
         self._data[run_id, node_id] = state
 
     async def load(self, run_id: str, node_id: str) -> BaseModel | None:
@@ -352,18 +350,35 @@ class SpyStore:
 
 
 async def test_store_io_of_a_run_happens_inside_its_run_span(otel: Otel, clock: FakeClock) -> None:
-    """The manifest and every node checkpoint are written while a span of the run is current."""
-    store = SpyStore()
+    """The manifest is written under the run span; a node's commit under the node span, after
+    its attempt span has ended (the attempt's own time), never under the attempt."""
+    store = SpyStore(clock, save_s=2.0)
     runner = StromaRunner.quick(store=store, pipeline_name="stored").with_hooks(otel.hooks())
-    await run_once(runner)
+
+    @runner.node("only", input=Doc, output=Out)
+    async def only(state: Doc) -> dict[str, Any]:
+        clock.advance(1.0)  # the node's own work: one second
+        return {"text": state.text}
+
+    result = await runner.run([only], Doc(text="x"))
+    assert str(result.status) == "COMPLETED"
     run = otel.one()
     trace_id = run.span.context.trace_id
     manifest = [s for s in store.saves if s[0] == "__stroma_run__"]
     assert manifest
     assert manifest[0][1] == "invoke_workflow stored"  # written right after RunStarted
-    node_saves = [s for s in store.saves if s[0] == "only"]
-    assert node_saves
-    assert all(s[2] == trace_id for s in node_saves)
+    (node,) = [c for c in run.children if c.span.name == f"{a.NODE_SPAN} only"]
+    (attempt,) = node.children
+    assert attempt.span.name.startswith(a.ATTEMPT_SPAN)
+    (commit,) = [s for s in store.saves if s[0] == "only"]
+    assert commit[1] == f"{a.NODE_SPAN} only"  # the node's span, not the attempt's
+    assert commit[2] == trace_id
+    assert attempt.span.end_time is not None
+    assert attempt.span.start_time is not None
+    assert attempt.span.end_time - attempt.span.start_time == 1_000_000_000  # the node's second
+    assert attempt.span.end_time <= int(commit[3] * 1e9)  # the commit comes after the attempt
+    assert node.span.end_time is not None
+    assert node.span.end_time >= int((commit[3] + 2.0) * 1e9)  # and inside the node
     assert not trace.get_current_span().get_span_context().is_valid  # detached after the run
 
 
