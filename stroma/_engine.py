@@ -621,6 +621,8 @@ class ReliabilityContext:
         """Record the final status with the run, publish RunFinished, close the run file."""
         failed = self.last_failure if status in (RunStatus.FAILED, RunStatus.PARTIAL) else None
         await self._save_progress(status.value)  # inside the run: before RunFinished closes it
+        if self.lease is not None:
+            await self.lease.release()  # the run is recorded as ended: its lease goes back here too
         now = self._mono()
         await self.emit(
             ev.RunFinished(

@@ -22,8 +22,8 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
@@ -181,6 +181,15 @@ class Lease:
     token: int | None = None
     lost: bool = False
     reason: str = ""
+    _give_back: Callable[[], Awaitable[None]] | None = field(default=None, repr=False, compare=False)
+
+    async def release(self) -> None:
+        """Give the lease back now, before its block ends (which then gives back nothing more).
+        The engine calls it right after a run's final progress is recorded, so the store I/O
+        stays inside the run."""
+        give_back, self._give_back = self._give_back, None
+        if give_back is not None:
+            await give_back()
 
 
 class RunProgress(BaseModel):
@@ -483,13 +492,18 @@ class CheckpointManager(ListMixin):
         # needs no renewer task
         expires = getattr(self.store, "leases_expire", True)
         renewer = asyncio.ensure_future(self._renew(held, ttl_s)) if expires else None
-        try:
-            yield held
-        finally:
+
+        async def give_back() -> None:
             if renewer is not None:
                 renewer.cancel()
                 await asyncio.gather(renewer, return_exceptions=True)
             await self._release(run_id, owner, ttl_s)
+
+        held._give_back = give_back
+        try:
+            yield held
+        finally:
+            await held.release()
 
     async def _release(self, run_id: str, owner: str, ttl_s: float) -> None:
         """Give a lease back, waiting at most RELEASE_TIMEOUT_S; one that could not be given back

@@ -27,7 +27,7 @@ from opentelemetry.util._once import Once
 from pydantic import BaseModel
 
 import stroma_otel
-from stroma import StromaRunner, load_run
+from stroma import CheckpointManager, SqliteStore, StromaRunner, load_run
 from stroma.testing import FakeClock
 from stroma_otel import _spans
 from stroma_otel import attributes as a
@@ -380,6 +380,37 @@ async def test_store_io_of_a_run_happens_inside_its_run_span(otel: Otel, clock: 
     assert node.span.end_time is not None
     assert node.span.end_time >= int((commit[3] + 2.0) * 1e9)  # and inside the node
     assert not trace.get_current_span().get_span_context().is_valid  # detached after the run
+
+
+class SpanSpySqlite(SqliteStore):
+    """A real SQLite store that notes the current span at every lease call."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.lease_calls: list[tuple[str, str]] = []
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> int:
+        """Note the span, take the lease."""
+        self.lease_calls.append(("acquire", getattr(trace.get_current_span(), "name", "")))
+        return await super().acquire_lease(run_id, owner, ttl_s)
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Note the span, give the lease back."""
+        self.lease_calls.append(("release", getattr(trace.get_current_span(), "name", "")))
+        await super().release_lease(run_id, owner)
+
+
+async def test_a_run_gives_its_lease_back_inside_its_run_span(
+    otel: Otel, clock: FakeClock, tmp_path: Path
+) -> None:
+    """With a real leasing store the lease goes back before RunFinished, under the run span (no
+    root trace of its own); the lease is free afterwards."""
+    store = SpanSpySqlite(tmp_path / "runs.db")
+    runner = StromaRunner.quick(store=store, pipeline_name="leased").with_hooks(otel.hooks())
+    await run_once(runner)
+    assert store.lease_calls == [("acquire", ""), ("release", "invoke_workflow leased")]
+    (run_id,) = {r.run_id for r in await CheckpointManager(store).list_runs()}
+    assert await store.acquire_lease(run_id, "someone-else", 30.0)  # it was given back
 
 
 def write_killed_run(tmp_path: Path) -> Path:
