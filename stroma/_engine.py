@@ -31,6 +31,7 @@ import contextvars
 import inspect
 import logging
 import math
+import operator
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -197,7 +198,10 @@ def _timed_out(node_id: str, timeout_ms: float) -> NodeTimeoutError:
 
 
 def _max_attempts(policies: dict[FailureClass, FailurePolicy]) -> int:
-    return max((p.max_attempts for p in policies.values()), default=1)
+    return max(map(_attempts_of, policies.values()), default=1)
+
+
+_attempts_of = operator.attrgetter("max_attempts")
 
 
 Step = tuple[str, Callable[..., Any], NodeContract | None]

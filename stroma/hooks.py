@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import operator
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -146,17 +147,20 @@ def hook_parts(hooks: NodeHooks | None) -> list[NodeHooks]:
     if hooks is None:
         return []
     parts = hooks.parts if isinstance(hooks, HookChain) else (hooks,)
-    return [p for p in parts if any(getattr(p, name) is not None for name in _callback_names(type(p)))]
+    return [p for p in parts if _has_callback(p)]
 
 
-_names: dict[type, tuple[str, ...]] = {}
+_getters: dict[type, tuple[Callable[[Any], tuple[Any, ...]], int]] = {}
 
 
-def _callback_names(cls: type[NodeHooks]) -> tuple[str, ...]:
-    names = _names.get(cls)
-    if names is None:
-        names = _names[cls] = tuple(f.name for f in fields(cls))
-    return names
+def _has_callback(hooks: NodeHooks) -> bool:
+    """Whether ``hooks`` has any callback set (one C call per run, not a loop over the fields)."""
+    known = _getters.get(type(hooks))
+    if known is None:
+        names = [f.name for f in fields(hooks)]  # NodeHooks has many: attrgetter returns a tuple
+        known = _getters[type(hooks)] = (operator.attrgetter(*names), len(names))
+    get, count = known
+    return get(hooks).count(None) < count
 
 
 _EVENT_CALLBACKS: dict[str, type[ev.LifecycleEvent]] = {

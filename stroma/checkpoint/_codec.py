@@ -14,6 +14,7 @@ telemetry, ``ExecutionResult``) keeps pydantic's ``**********`` mask.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -493,10 +494,26 @@ class JsonStoreMixin(ListMixin):
 _HOST = socket.gethostname()
 
 
+class _Owners:
+    """This process's lease owner ids: one random nonce (renewed in a forked child, so a worker
+    never repeats its parent's ids even when its pid is reused) and a counter."""
+
+    nonce = uuid.uuid4().hex
+    count = itertools.count(1)
+
+    @classmethod
+    def renew(cls) -> None:
+        cls.nonce = uuid.uuid4().hex
+
+
+os.register_at_fork(after_in_child=_Owners.renew)
+
+
 def lease_owner() -> str:
-    """A new lease owner: ``host:pid:random``, so a store on one machine can tell a holder that
-    is gone (see :func:`holder_is_gone`)."""
-    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
+    """A new lease owner: ``host:pid:nonce-n``, unique per lease, so a store on one machine can
+    tell a holder that is gone (see :func:`holder_is_gone`). One random nonce per process and a
+    counter, not a random id per lease (which costs a system call on every run)."""
+    return f"{_HOST}:{os.getpid()}:{_Owners.nonce}-{next(_Owners.count)}"
 
 
 def holder_is_gone(owner: str) -> bool:
