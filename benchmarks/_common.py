@@ -30,6 +30,7 @@ except ImportError:
 
 from stroma import StromaRunner
 from stroma.checkpoint import AsyncInMemoryStore
+from stroma.trace import AttemptRecord
 
 
 class StateA(BaseModel):
@@ -102,6 +103,20 @@ def stroma_pipeline(n: int) -> tuple[StromaRunner, list[Callable[..., Any]]]:
         schema_in, schema_out = schemas_for(i)
         nodes.append(runner.node(f"n{i}", input=schema_in, output=schema_out)(make_node(i)))
     return runner, nodes
+
+
+def attempt_records(n: int) -> list[AttemptRecord]:
+    """The records of a successful n-node run of :func:`stroma_pipeline` as the engine keeps
+    them: each node's input is the previous node's output text (the same string object)."""
+    records = []
+    state = StateA(value=0).model_dump_json()
+    for i in range(n):
+        out = SCHEMAS[(i + 1) % 2](value=i + 1).model_dump_json()
+        rec = AttemptRecord(f"n{i}", "run", 1, 3, 1.0 + i, state, None, 1.0 + i)
+        rec.output_state, rec.store, rec.saved, rec.ended = out, "memory", 1.5 + i, 1.5 + i
+        records.append(rec)
+        state = out
+    return records
 
 
 def fresh_store(runner: StromaRunner) -> StromaRunner:

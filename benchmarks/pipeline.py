@@ -7,6 +7,8 @@ Subjects, interleaved in one process (median of --repeats rounds):
 - floor: N sequential ``await node(state)`` with pydantic validation of input and output;
 - stroma: ``StromaRunner.quick()`` (contracts, in-memory checkpoint per node, trace, events);
 - watched: the same with one synchronous ``on_event`` hook (every event built and dispatched live);
+- events: building, and nothing else, the five lifecycle events of each node of such a run (the
+  functions a watched run uses), a lower bound of what watching adds to a quiet run;
 - langgraph / langgraph+ckpt: a StateGraph chain of the same N nodes, without and with
   ``InMemorySaver``.
 
@@ -27,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c
 
 from stroma import NodeHooks
+from stroma.trace import StateDecoder, attempt_closed, attempt_opened
 
 TARGET_VS_FLOOR = 2.5
 TARGET_FLAT = 1.3
@@ -64,7 +67,16 @@ async def measure(
             result = await watched_runner.run(watched_nodes, start_a)
             assert result.status.value == "COMPLETED", result.status
 
-    subjects: dict[str, Any] = {"floor": floor, "stroma": stroma, "watched": watched}
+    records = c.attempt_records(n)
+
+    async def events() -> None:
+        for _ in range(inner):
+            decode = StateDecoder()  # one per run, as a watched run has: one decode per state
+            for rec in records:
+                attempt_opened(rec, decode)
+                attempt_closed(rec, decode)
+
+    subjects: dict[str, Any] = {"floor": floor, "stroma": stroma, "watched": watched, "events": events}
     if use_langgraph:
         plain = c.langgraph_pipeline(n, checkpointer=False)
         saved = c.langgraph_pipeline(n, checkpointer=True)
@@ -128,7 +140,15 @@ async def main_async(argv: list[str] | None = None) -> int:
         )
         print(f"  measured N={n:,}", file=sys.stderr, flush=True)
 
-    headers = ["N", "floor µs/node", "stroma µs/node", "stroma/floor", "watched µs/node", "watched/stroma"]
+    headers = [
+        "N",
+        "floor µs/node",
+        "stroma µs/node",
+        "stroma/floor",
+        "watched µs/node",
+        "watched/stroma",
+        "events/stroma",
+    ]
     if use_lg:
         headers += ["langgraph µs/node", "lg+ckpt µs/node", "stroma/lg", "stroma/lg+ckpt"]
     headers.append("target")
@@ -144,6 +164,7 @@ async def main_async(argv: list[str] | None = None) -> int:
             f"{ratio:.2f}x",
             c.us(r["watched"]),
             f"{watched_ratio:.2f}x",
+            f"{r['events'] / r['stroma']:.2f}x",
         ]
         if use_lg and "langgraph" not in r:
             row += ["-", "-", "-", "-"]
