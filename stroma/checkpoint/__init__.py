@@ -508,8 +508,11 @@ class CheckpointManager(ListMixin):
     async def _release(self, run_id: str, owner: str, ttl_s: float) -> None:
         """Give a lease back, waiting at most RELEASE_TIMEOUT_S; one that could not be given back
         is remembered and given back before this manager next leases the run."""
+        # In-process leases (``leases_expire = False``) are a dict entry of this process: giving
+        # one back cannot hang, so it needs no timer (one per run adds up over many runs).
+        limit = RELEASE_TIMEOUT_S if getattr(self.store, "leases_expire", True) else None
         try:
-            async with asyncio.timeout(RELEASE_TIMEOUT_S):
+            async with asyncio.timeout(limit):
                 await self._call("release_lease", run_id, owner)
         except (StoreUnavailableError, TimeoutError) as exc:
             self._unreleased[run_id] = owner

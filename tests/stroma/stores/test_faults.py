@@ -167,6 +167,8 @@ async def test_giving_a_lease_back_is_bounded_when_the_store_hangs(
     monkeypatch.setattr(checkpoint, "RELEASE_TIMEOUT_S", 0.05)
 
     class Hung(checkpoint.AsyncInMemoryStore):
+        leases_expire = True  # leases kept elsewhere (a server): giving one back can hang
+
         async def release_lease(self, run_id: str, owner: str) -> None:
             await asyncio.Event().wait()
 
