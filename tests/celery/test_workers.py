@@ -72,11 +72,16 @@ class Workers:
                 proc.wait()
 
     def tails(self) -> str:
-        """The end of every worker's log, for a failure message."""
-        return "\n".join(
+        """The end of every worker's log and what each process ran, for a failure message."""
+        logs = "\n".join(
             f"--- {path.name}\n{path.read_text(errors='replace')[-2000:]}"
             for path in sorted(self.logs.glob("*.log"))
         )
+        ledger = Path(self.env["STROMA_TEST_LEDGER"])
+        lines = ledger.read_text().splitlines() if ledger.exists() else []
+        by_pid = Counter(line.split()[-1] for line in lines)
+        alive = {proc.pid: proc.poll() for proc in self.procs}
+        return f"{logs}\n--- node executions by pid: {dict(by_pid)}; exit codes by pid: {alive}"
 
 
 def _wait_for(what: str, check: Any, workers: Workers) -> Any:
@@ -163,12 +168,11 @@ def test_three_workers_one_killed_every_run_completes_once(
     ran exactly once, and the killed run resumed after its last committed node."""
     workers = Workers(env, tmp_path)
     try:
+        # The victim consumes alone until it stops inside its third run's n3 (so it has finished
+        # two runs by then, whatever the other workers' start-up time); then the others start.
         victim = workers.start("victim", STROMA_TEST_HANG_AT="3")
-        for i in range(WORKERS - 1):
-            workers.start(f"w{i}")
         queue = env["STROMA_TEST_QUEUE"]
-        _wait_for(f"{WORKERS} consumers on {queue}", lambda: _consumers(app_module.app, queue) == WORKERS,
-                  workers)
+        _wait_for(f"the victim consuming {queue}", lambda: _consumers(app_module.app, queue) == 1, workers)
 
         run_ids = [f"{unique}-{i:03d}" for i in range(RUNS)]
         for run_id in run_ids:
@@ -177,6 +181,10 @@ def test_three_workers_one_killed_every_run_completes_once(
         hung_file = Path(env["STROMA_TEST_HUNG"])
         hung = _wait_for("the victim to stop inside n3", lambda: hung_file.exists() and hung_file.read_text(),
                          workers)
+        for i in range(WORKERS - 1):
+            workers.start(f"w{i}")
+        _wait_for(f"{WORKERS} consumers on {queue}", lambda: _consumers(app_module.app, queue) == WORKERS,
+                  workers)
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait()
 
