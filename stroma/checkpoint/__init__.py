@@ -257,6 +257,9 @@ class CheckpointManager(ListMixin):
         # A sync store that says it never blocks (the in-memory one) is called inline;
         # any other sync store runs in a worker thread so it cannot stall the event loop.
         self._inline = bool(getattr(store, "blocking", True) is False)
+        # In-process leases (``leases_expire = False``) live and die with this process: no
+        # renewer, and giving one back (a dict entry here) cannot hang, so it needs no timer.
+        self._leases_expire = getattr(store, "leases_expire", True)
         raw = [getattr(store, m, None) for m in ("save_raw", "load_raw", "commit_raw")]
         self._raw = all(callable(m) for m in raw)
         # Async raw methods are awaited directly (the hot path); sync ones (SyncRedisStore) run
@@ -490,8 +493,7 @@ class CheckpointManager(ListMixin):
         held.token = None if got is True else int(got)
         # a store whose leases never lapse (in-process: they live and die with this process)
         # needs no renewer task
-        expires = getattr(self.store, "leases_expire", True)
-        renewer = asyncio.ensure_future(self._renew(held, ttl_s)) if expires else None
+        renewer = asyncio.ensure_future(self._renew(held, ttl_s)) if self._leases_expire else None
 
         async def give_back() -> None:
             if renewer is not None:
@@ -508,9 +510,7 @@ class CheckpointManager(ListMixin):
     async def _release(self, run_id: str, owner: str, ttl_s: float) -> None:
         """Give a lease back, waiting at most RELEASE_TIMEOUT_S; one that could not be given back
         is remembered and given back before this manager next leases the run."""
-        # In-process leases (``leases_expire = False``) are a dict entry of this process: giving
-        # one back cannot hang, so it needs no timer (one per run adds up over many runs).
-        limit = RELEASE_TIMEOUT_S if getattr(self.store, "leases_expire", True) else None
+        limit = RELEASE_TIMEOUT_S if self._leases_expire else None  # one timer per run adds up
         try:
             async with asyncio.timeout(limit):
                 await self._call("release_lease", run_id, owner)
